@@ -1,0 +1,55 @@
+# The README's commands. Every target sets up what it needs itself.
+#   make test     set up .venv, fetch data, run the whole test suite (unit + notebooks + grading)
+#   make report   the main job: run every lesson with papermill in $(PRESET), write figures/ and the table
+#   make lab      open the lessons in JupyterLab with the course kernel
+#   make student  write the student notebooks to build/student
+#   make grade SUBMISSIONS=dir   grade a folder of submitted notebooks
+#   make bench    speed and memory ratios (benchmarks/)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PRESET ?= small
+# Where to read the corpora instead of the network (a folder holding the three public files).
+NBLIB_DATA_MIRROR ?=
+export NBLIB_DATA_MIRROR
+
+.PHONY: setup data test report lab student grade bench lint lock clean-runs
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name nblib --display-name "Python (nblib)" > /dev/null
+	touch $@
+
+setup: $(VENV)/.installed
+
+data: setup
+	$(PY) -m nblib.data fetch-all
+
+test: data
+	$(PY) -m ruff check nblib tests benchmarks notebooks
+	$(PY) -m pytest -q
+
+report: data
+	$(PY) -m nblib.report run --preset $(PRESET)
+
+lab: data
+	$(VENV)/bin/jupyter lab notebooks/
+
+student: setup
+	$(PY) -m nblib.grading student --out build/student
+
+grade: data
+	@test -n "$(SUBMISSIONS)" || (echo "usage: make grade SUBMISSIONS=path/to/folder" && exit 2)
+	$(PY) -m nblib.grading grade "$(SUBMISSIONS)" --out build/grades
+
+bench: data
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+lint: setup
+	$(PY) -m ruff check nblib tests benchmarks notebooks
+
+# Rewrite constraints.txt from the current environment (what CI then installs).
+lock: setup
+	$(PY) -m pip freeze --exclude-editable | grep -v '^nblib' > constraints.txt

@@ -1,0 +1,149 @@
+"""The three presets: how big, how long. Notebooks and the Makefile only name them.
+
+Introduced in notebook 00_data.
+
+- ``smoke``: CI and tests. A few hundred reviews, tiny models, tens of steps; checks that every
+  notebook runs and records, not what accuracy it reaches.
+- ``small`` (default): all the data, models of a few million parameters, a pretraining budget of
+  minutes per model on a 2-core CPU; checkpoints cached under ``runs/`` so a rerun reuses them.
+- ``full``: larger models and budgets, five seeds; for a GPU or an overnight CPU run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    # --- data
+    max_train_reviews: int | None  # labelled hotel train reviews used (None = all 6,213)
+    max_eval_reviews: int | None  # val/test reviews evaluated (None = all; smoke uses a prefix)
+    max_corpus_texts: int | None  # pretraining texts used (None = all ~71k)
+    min_char_count: int  # a character enters the vocabulary if seen this often in the corpus
+    max_len: int  # fine-tuning length in tokens, [CLS]/[SEP] included (128: a third of reviews cut)
+    # --- Transformer size (BERT and GPT share it, so their parameter counts match)
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    # --- ELMo size (LSTMP cell / projection; parameter count close to the Transformers')
+    elmo_cell_size: int
+    elmo_projection: int
+    elmo_word_vocab: int  # words in the biLM softmax
+    max_words: int  # ELMo fine-tuning length in jieba words
+    # --- pretraining (the same token budget for every model)
+    pretrain_tokens: int  # tokens processed by each model's pretraining
+    pretrain_seq_len: int
+    pretrain_batch_size: int
+    pretrain_lr: float
+    warmup_steps: int
+    # --- fine-tuning (the same budget and selection for every model)
+    finetune_epochs: int
+    finetune_batch_size: int
+    finetune_lr: float
+    seeds: tuple[int, ...]
+    label_counts: tuple[int, ...] = field(default=(100, 300, 1000))  # label-efficiency curve
+    notebook_timeout_s: int = 3600  # papermill per-cell limit used by `make report`
+
+    def replace(self, **changes: object) -> Preset:
+        """A copy with some fields changed; an unknown field name is an error, not a silent no-op."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown preset field(s) {unknown}; known: {sorted(known)}")
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        max_train_reviews=240,
+        max_eval_reviews=120,
+        max_corpus_texts=1500,
+        min_char_count=2,
+        max_len=64,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        elmo_cell_size=64,
+        elmo_projection=16,
+        elmo_word_vocab=2000,
+        max_words=40,
+        pretrain_tokens=20_000,
+        pretrain_seq_len=64,
+        pretrain_batch_size=16,
+        pretrain_lr=1e-3,
+        warmup_steps=5,
+        finetune_epochs=1,
+        finetune_batch_size=32,
+        finetune_lr=1e-3,
+        seeds=(0,),
+        label_counts=(100,),
+        notebook_timeout_s=600,
+    ),
+    "small": Preset(
+        name="small",
+        max_train_reviews=None,
+        max_eval_reviews=None,
+        max_corpus_texts=None,
+        min_char_count=3,
+        max_len=128,
+        hidden_size=256,
+        num_layers=4,
+        num_heads=4,
+        intermediate_size=1024,
+        elmo_cell_size=512,
+        elmo_projection=128,
+        elmo_word_vocab=20_000,
+        max_words=80,
+        pretrain_tokens=6_000_000,
+        pretrain_seq_len=128,
+        pretrain_batch_size=32,
+        pretrain_lr=1e-3,
+        warmup_steps=300,
+        finetune_epochs=3,
+        finetune_batch_size=32,
+        finetune_lr=1e-4,
+        seeds=(0, 1, 2),
+    ),
+    "full": Preset(
+        name="full",
+        max_train_reviews=None,
+        max_eval_reviews=None,
+        max_corpus_texts=None,
+        min_char_count=3,
+        max_len=256,
+        hidden_size=512,
+        num_layers=6,
+        num_heads=8,
+        intermediate_size=2048,
+        elmo_cell_size=1024,
+        elmo_projection=256,
+        elmo_word_vocab=30_000,
+        max_words=160,
+        pretrain_tokens=60_000_000,
+        pretrain_seq_len=256,
+        pretrain_batch_size=64,
+        pretrain_lr=5e-4,
+        warmup_steps=1000,
+        finetune_epochs=4,
+        finetune_batch_size=32,
+        finetune_lr=5e-5,
+        seeds=(0, 1, 2, 3, 4),
+        notebook_timeout_s=6 * 3600,
+    ),
+}
+
+DEFAULT_PRESET = "small"
+
+
+def get_preset(name: str = DEFAULT_PRESET) -> Preset:
+    """The preset called ``name``; an unknown name raises and lists the valid ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}") from None

@@ -1,0 +1,223 @@
+"""The main job and the comparison: run the lessons with papermill, read the records, write the table.
+
+``python -m nblib.report run --preset small`` (what ``make report`` calls) executes every lesson
+notebook in order in one preset, keeps the executed copies under ``runs/<preset>/notebooks/``,
+and ends by writing ``figures/comparison.md`` from the results records. The comparison reads
+only records (one JSON per run), so one model can be rerun without rerunning the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from nblib.presets import PRESETS, get_preset
+from nblib.train import REPO_ROOT, RecordError, git_revision, load_record, runs_dir
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+FIGURES_DIR = REPO_ROOT / "figures"
+KERNEL_NAME = "nblib"
+# Every model a record may name, in the order the table shows them.
+KNOWN_MODELS = ["majority", "tfidf", "static", "elmo", "bert", "gpt", "bert-base-chinese"]
+
+
+def lesson_notebooks(directory: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The lessons in course order: ``NN_name.ipynb``."""
+    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+
+
+def check_parameters(notebook: Path, parameters: dict) -> None:
+    """Refuse parameters the notebook does not declare (papermill would only warn)."""
+    import papermill
+
+    declared = set(papermill.inspect_notebook(str(notebook)))
+    unknown = sorted(set(parameters) - declared)
+    if unknown:
+        raise ValueError(
+            f"{notebook.name} does not declare parameter(s) {unknown}; it declares {sorted(declared)}"
+        )
+
+
+def execute_notebook(
+    notebook: Path,
+    output: Path,
+    parameters: dict,
+    *,
+    timeout_s: int | None = None,
+    kernel_name: str = KERNEL_NAME,
+    progress: bool = True,
+) -> None:
+    """Run one notebook with papermill from its own folder; raise naming the failing cell."""
+    import papermill
+
+    check_parameters(notebook, parameters)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name=kernel_name,
+            cwd=str(notebook.parent),
+            execution_timeout=timeout_s,
+            progress_bar=progress,
+            log_output=False,
+        )
+    except papermill.PapermillExecutionError as err:
+        raise RuntimeError(
+            f"{notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+            f"{err.ename}: {err.evalue}\nThe executed copy with the traceback is {output}"
+        ) from None
+
+
+def run_all(preset_name: str, only: Sequence[str] = ()) -> Path:
+    """Execute every lesson (or those whose name starts with one of ``only``) and write the table."""
+    preset = get_preset(preset_name)
+    out_dir = runs_dir() / preset.name / "notebooks"
+    notebooks = [nb for nb in lesson_notebooks() if not only or nb.name.startswith(tuple(only))]
+    if not notebooks:
+        raise SystemExit(f"no lesson notebook matches {list(only)} in {NOTEBOOKS_DIR}")
+    start = time.perf_counter()
+    for nb in notebooks:
+        t0 = time.perf_counter()
+        print(f"[{preset.name}] {nb.name} ...", flush=True)
+        execute_notebook(nb, out_dir / nb.name, {"PRESET": preset.name}, timeout_s=preset.notebook_timeout_s)
+        print(f"[{preset.name}] {nb.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    path = write_comparison(preset.name, wall_seconds=time.perf_counter() - start)
+    print(f"wrote {path}")
+    return path
+
+
+def save_figure(fig, name: str, figures_dir: str | Path = FIGURES_DIR) -> Path:
+    """Save ``fig`` as ``<figures_dir>/<name>.png`` (stable names, so reports can link them)."""
+    path = Path(figures_dir) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Records → table
+
+
+def load_records(root: Path) -> list[dict]:
+    """Every ``result.json`` under ``root``, validated; a bad one raises naming the file."""
+    records = []
+    for path in sorted(root.rglob("result.json")):
+        record = load_record(path)
+        if record["model"] not in KNOWN_MODELS:
+            raise RecordError(f"{path}: unknown model {record['model']!r}; known: {KNOWN_MODELS}")
+        record["_path"] = str(path)
+        records.append(record)
+    return records
+
+
+def _mean_std(values: pd.Series) -> str:
+    if len(values) == 1:
+        return f"{values.iloc[0]:.3f}"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
+def comparison_table(records: list[dict]) -> pd.DataFrame:
+    """One row per (model, variant) trained on all labels: mean ± std over seeds, costs beside."""
+    rows = []
+    for r in records:
+        if r.get("label_count") is not None:
+            continue  # label-efficiency runs go in their own figure
+        pre = r["pretraining"] or {}
+        fine = r["finetuning"] or {}
+        rows.append({
+            "model": r["model"], "variant": r["variant"], "seed": r["seed"],
+            "accuracy": r["test"]["accuracy"], "macro_f1": r["test"]["macro_f1"],
+            "recall_neg": r["test"]["recall"].get("0"), "recall_pos": r["test"]["recall"].get("1"),
+            "long_accuracy": (r.get("test_long") or {}).get("accuracy"),
+            "parameters": r["parameters"], "pretrain_tokens": pre.get("tokens"),
+            "pretrain_min": (pre.get("seconds") or 0) / 60 if pre else None,
+            "finetune_min": (fine.get("seconds") or 0) / 60, "reviews_per_s": r["inference_reviews_per_s"],
+        })
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    order = {m: i for i, m in enumerate(KNOWN_MODELS)}
+    out = []
+    for (model, variant), g in frame.groupby(["model", "variant"], sort=False):
+        out.append({
+            "model": model, "variant": variant, "seeds": len(g),
+            "test accuracy": _mean_std(g["accuracy"]), "test macro-F1": _mean_std(g["macro_f1"]),
+            "recall neg": f"{g['recall_neg'].mean():.3f}", "recall pos": f"{g['recall_pos'].mean():.3f}",
+            "accuracy >128 chars": "–" if g["long_accuracy"].isna().all() else f"{g['long_accuracy'].mean():.3f}",
+            "parameters": f"{int(g['parameters'].iloc[0]):,}",
+            "pretrain tokens": "–" if g["pretrain_tokens"].isna().all() else f"{int(g['pretrain_tokens'].iloc[0]):,}",
+            "pretrain min": "–" if g["pretrain_min"].isna().all() else f"{g['pretrain_min'].iloc[0]:.1f}",
+            "fine-tune min": f"{g['finetune_min'].mean():.2f}",
+            "reviews/s": "–" if g["reviews_per_s"].isna().all() else f"{g['reviews_per_s'].mean():.0f}",
+            "_order": (order[model], variant != "pretrained", variant),
+        })
+    return pd.DataFrame(out).sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_comparison(preset_name: str, wall_seconds: float | None = None,
+                     out: Path | None = None) -> Path:
+    """Write ``figures/comparison.md``: the table, the protocol, and when/where it was made."""
+    records = load_records(runs_dir() / preset_name)
+    table = comparison_table(records)
+    out = out or FIGURES_DIR / "comparison.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    wall = f", wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else ""
+    versions = records[0]["versions"] if records else {}
+    lines = [
+        f"# Comparison — preset `{preset_name}`",
+        "",
+        f"Made by `make report PRESET={preset_name}` on {when}, commit {git_revision()}{wall}; "
+        f"torch {versions.get('torch', '?')}, {versions.get('threads', '?')} threads, "
+        f"device {versions.get('device', '?')}.",
+        "",
+        "Protocol: the fixed stratified 80/10/10 split (seed 0) of ChnSentiCorp_htl_all; the same "
+        "pretraining corpus and token budget for every pretrained model; the same fine-tuning budget; "
+        "the epoch (or C) chosen by validation macro-F1; test metrics on the 776 test reviews; "
+        "mean ± std over seeds.",
+        "",
+        to_markdown(table) if len(table) else "_No results records yet._",
+        "",
+    ]
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nblib.report", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute every lesson with papermill, then write the table")
+    run.add_argument("--preset", default="small", choices=list(PRESETS))
+    run.add_argument("--only", nargs="*", default=[], help="lesson prefixes, e.g. 00 01")
+    table = sub.add_parser("table", help="only (re)write figures/comparison.md from the records")
+    table.add_argument("--preset", default="small", choices=list(PRESETS))
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            run_all(args.preset, args.only)
+        else:
+            print(write_comparison(args.preset))
+    except (RuntimeError, RecordError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

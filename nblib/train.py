@@ -1,0 +1,737 @@
+"""Training on Lightning: data modules, one classifier for every model, pretraining, results records.
+
+Introduced in notebook 01_baselines (classifier, trainer, records) and used by every later lesson.
+
+The comparison is fair because every model goes through the same code here: the same
+:class:`SentimentClassifier` (only the pooling rule differs), the same optimiser family and
+schedule, the same model selection (best validation macro-F1), the same metrics (torchmetrics).
+Any model plugs in through its ``encode(input_ids, attention_mask, **extra) -> list[Tensor]``,
+which returns every layer's hidden states ``(L+1) × (B, T, H)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+from torch import nn
+from torch.utils.data import DataLoader
+
+from nblib.presets import Preset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+Pooling = Literal["cls", "last", "mean", "mix"]
+Collate = Callable[[list[str]], dict[str, torch.Tensor]]
+
+
+def runs_dir() -> Path:
+    """Where checkpoints, executed notebooks and results records go (``NBLIB_RUNS_DIR`` or runs/)."""
+    return Path(os.environ.get("NBLIB_RUNS_DIR") or REPO_ROOT / "runs")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data modules
+
+
+class _TextDataset(torch.utils.data.Dataset):
+    def __init__(self, texts: Sequence[str], labels: Sequence[int] | None = None):
+        self.texts = list(texts)
+        self.labels = None if labels is None else [int(y) for y in labels]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> tuple[str, int]:
+        return self.texts[i], (-1 if self.labels is None else self.labels[i])
+
+
+def _labelled_collate(collate: Collate) -> Callable[[list[tuple[str, int]]], dict[str, torch.Tensor]]:
+    def fn(items: list[tuple[str, int]]) -> dict[str, torch.Tensor]:
+        batch = collate([text for text, _ in items])
+        batch["labels"] = torch.tensor([label for _, label in items], dtype=torch.long)
+        return batch
+
+    return fn
+
+
+class ClassificationDataModule(pl.LightningDataModule):
+    """Hotel reviews for fine-tuning: train/val/test frames (``text``, ``label``) and a collate.
+
+    ``collate`` turns a list of texts into the model's input dict (e.g. a tokenizer's
+    ``batch_encode`` with a fixed ``max_len``); labels are added here.
+    """
+
+    def __init__(
+        self,
+        train: pd.DataFrame,
+        val: pd.DataFrame,
+        test: pd.DataFrame,
+        collate: Collate,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+    ):
+        super().__init__()
+        self.frames = {"train": train, "val": val, "test": test}
+        for name, frame in self.frames.items():
+            if not {"text", "label"} <= set(frame.columns):
+                raise ValueError(f"{name} frame needs columns 'text' and 'label', has {list(frame.columns)}")
+            if len(frame) == 0:
+                raise ValueError(f"{name} frame is empty")
+        self.collate = _labelled_collate(collate)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        frame = self.frames[name]
+        dataset = _TextDataset(frame["text"].tolist(), frame["label"].tolist())
+        size = self.batch_size if name == "train" else self.eval_batch_size
+        return DataLoader(dataset, batch_size=size, shuffle=shuffle, collate_fn=self.collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class LanguageModelDataModule(pl.LightningDataModule):
+    """Unlabelled text for pretraining; ``collate`` builds the objective's batch (masking, shifting)."""
+
+    def __init__(
+        self,
+        train_texts: Sequence[str],
+        val_texts: Sequence[str],
+        collate: Collate,
+        batch_size: int = 32,
+    ):
+        super().__init__()
+        if not train_texts:
+            raise ValueError("no pretraining text")
+        self.train_texts, self.val_texts = list(train_texts), list(val_texts)
+        self.collate = collate
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_texts, batch_size=self.batch_size, shuffle=True,
+                          collate_fn=self.collate, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_texts, batch_size=self.batch_size, collate_fn=self.collate)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling and the shared classifier
+
+
+class ScalarMix(nn.Module):
+    """ELMo's scalar mix: γ · Σ_j softmax(w)_j · h_j (Peters et al. 2018), introduced in 02_elmo.
+
+    ``w`` starts at zero (an even average) and ``γ`` at one; the task learns both.
+    """
+
+    def __init__(self, num_layers: int, layer_norm: bool = False):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(num_layers))
+        self.gamma = nn.Parameter(torch.ones(()))
+        self.layer_norm = layer_norm
+
+    def forward(self, layers: Sequence[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        if len(layers) != len(self.weights):
+            raise ValueError(f"ScalarMix built for {len(self.weights)} layers, got {len(layers)}")
+        norm = torch.softmax(self.weights, dim=0)
+        mixed = 0
+        for w, h in zip(norm, layers, strict=True):  # h: (B, T, H)
+            if self.layer_norm:
+                h = _masked_layer_norm(h, mask)
+            mixed = mixed + w * h
+        return self.gamma * mixed  # (B, T, H)
+
+
+def _masked_layer_norm(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return torch.nn.functional.layer_norm(h, h.shape[-1:])
+    m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+    n = m.sum() * h.shape[-1]
+    mean = (h * m).sum() / n
+    var = (((h - mean) * m) ** 2).sum() / n
+    return (h - mean) / torch.sqrt(var + 1e-12)
+
+
+def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of ``h`` (B, T, H) over real positions (``mask`` (B, T) True)."""
+    m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H)
+
+
+def last_real_token(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The hidden state at each row's last real token, whatever the padding side (GPT pooling)."""
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last = torch.where(mask, positions, -1).amax(dim=1).clamp(min=0)  # (B,)
+    return h[torch.arange(h.shape[0], device=h.device), last]  # (B, H)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class SentimentClassifier(pl.LightningModule):
+    """One classifier for every encoder: pool the hidden states, dropout, a linear layer.
+
+    Pooling rules: ``cls`` (BERT: ``h[-1][:, 0]`` through the model's ``pool`` if it has one),
+    ``last`` (GPT: the last real token), ``mean`` (masked mean of the last layer),
+    ``mix`` (ELMo: :class:`ScalarMix` of all layers, then masked mean). ``layer`` picks another
+    layer than the last for ``cls``/``last``/``mean`` (used by the per-layer probes).
+    ``lm_loss_weight`` λ adds GPT-1's auxiliary language-model loss through ``encoder.lm_loss``.
+    ``freeze_encoder`` trains only the head (and the scalar mix), as ELMo is usually used.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        pooling: Pooling = "cls",
+        num_classes: int = 2,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        dropout: float = 0.1,
+        lm_loss_weight: float = 0.0,
+        freeze_encoder: bool = False,
+        layer: int = -1,
+        num_layers: int | None = None,
+    ):
+        super().__init__()
+        if pooling not in ("cls", "last", "mean", "mix"):
+            raise ValueError(f"unknown pooling {pooling!r}; use 'cls', 'last', 'mean' or 'mix'")
+        if lm_loss_weight and not hasattr(encoder, "lm_loss"):
+            raise ValueError("lm_loss_weight > 0 needs an encoder with an lm_loss method (GPT)")
+        self.save_hyperparameters(ignore=["encoder"])
+        self.encoder = encoder
+        if freeze_encoder:
+            encoder.requires_grad_(False)
+        if pooling == "mix":
+            if num_layers is None:
+                raise ValueError("pooling='mix' needs num_layers (the length of encode()'s list)")
+            self.mix = ScalarMix(num_layers)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.hidden_size, num_classes)
+        metrics = torchmetrics.MetricCollection(
+            {
+                "accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
+                "macro_f1": torchmetrics.F1Score(task="multiclass", num_classes=num_classes, average="macro"),
+                "recall": torchmetrics.Recall(task="multiclass", num_classes=num_classes, average=None),
+            }
+        )
+        self.val_metrics = metrics.clone(prefix="val_")
+        self.test_metrics = metrics.clone(prefix="test_")
+
+    def pooled(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        mask = inputs["attention_mask"].bool()
+        if self.hparams.freeze_encoder:
+            self.encoder.eval()  # no dropout inside a frozen encoder
+        hidden = self.encoder.encode(**inputs)  # (L+1) × (B, T, H)
+        h = hidden[self.hparams.layer]
+        rule = self.hparams.pooling
+        if rule == "cls":
+            pooled = h[:, 0]
+            if hasattr(self.encoder, "pool") and self.hparams.layer == -1:
+                pooled = self.encoder.pool(pooled)
+        elif rule == "last":
+            pooled = last_real_token(h, mask)
+        elif rule == "mean":
+            pooled = masked_mean(h, mask)
+        else:
+            pooled = masked_mean(self.mix(hidden, mask), mask)
+        return pooled, hidden  # (B, H)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        pooled, _ = self.pooled(batch)
+        return self.head(self.dropout(pooled))  # (B, C)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pooled, hidden = self.pooled(batch)
+        logits = self.head(self.dropout(pooled))
+        loss = nn.functional.cross_entropy(logits, batch["labels"])
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(logits))
+        if self.hparams.lm_loss_weight:
+            lm = self.encoder.lm_loss(hidden[-1], batch["input_ids"], batch["attention_mask"])
+            self.log("train_lm_loss", lm, batch_size=len(logits))
+            loss = loss + self.hparams.lm_loss_weight * lm
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], metrics: torchmetrics.MetricCollection) -> None:
+        logits = self(batch)
+        metrics.update(logits.argmax(-1), batch["labels"])
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics)
+
+    def _log_metrics(self, metrics: torchmetrics.MetricCollection) -> None:
+        values = metrics.compute()
+        for name, value in values.items():
+            if value.ndim == 0:
+                self.log(name, value, prog_bar=name.endswith("macro_f1"), sync_dist=True)
+            else:  # per-class recall
+                for c, v in enumerate(value):
+                    self.log(f"{name}_{c}", v, sync_dist=True)
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics(self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics(self.test_metrics)
+
+    def configure_optimizers(self) -> Any:
+        return _adamw_with_warmup(self, self.hparams.lr, self.hparams.weight_decay,
+                                  self.hparams.warmup_ratio, betas=(0.9, 0.999))
+
+
+def _adamw_with_warmup(
+    module: pl.LightningModule,
+    lr: float,
+    weight_decay: float,
+    warmup: float | int,
+    betas: tuple[float, float],
+) -> Any:
+    """AdamW, no decay on biases and norms, linear warm-up then cosine decay to 10% of ``lr``.
+
+    ``warmup`` is a fraction of the total steps when below 1, else a number of steps.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=betas,
+    )
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    warm = int(warmup * total) if warmup < 1 else int(warmup)
+    warm = min(max(warm, 1), total)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer
+
+
+def make_trainer(
+    preset: Preset,
+    run_dir: str | Path,
+    *,
+    seed: int = 0,
+    max_epochs: int | None = None,
+    max_steps: int = -1,
+    monitor: str | None = "val_macro_f1",
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    strategy: str = "auto",
+    precision: str | None = None,
+    log_every_n_steps: int = 20,
+    val_check_interval: int | float | None = None,
+) -> pl.Trainer:
+    """A Lightning trainer set up the same way for every run of the course.
+
+    Seeds everything, shows a progress bar, logs CSV under ``run_dir``, keeps the best checkpoint
+    by ``monitor`` (validation macro-F1: the model selection of the comparison protocol) and uses
+    a GPU when present (``accelerator="auto"``). ``devices=2, strategy="ddp"`` runs data-parallel
+    on CPU with gloo; only rank zero writes records (see :func:`write_record`).
+    """
+    pl.seed_everything(seed, workers=True, verbose=False)
+    run_dir = Path(run_dir)
+    callbacks: list[pl.Callback] = [pl.callbacks.TQDMProgressBar(refresh_rate=10)]
+    if monitor:
+        callbacks.append(
+            pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="max",
+                                         save_top_k=1, filename="best")
+        )
+    if precision is None:
+        precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    return pl.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=max_epochs if max_epochs is not None else (-1 if max_steps > 0 else preset.finetune_epochs),
+        max_steps=max_steps,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+        callbacks=callbacks,
+        logger=pl.loggers.CSVLogger(run_dir, name="logs"),
+        enable_checkpointing=bool(monitor),
+        enable_model_summary=False,
+        log_every_n_steps=log_every_n_steps,
+        val_check_interval=val_check_interval,
+        num_sanity_val_steps=0,
+    )
+
+
+def subsample(frame: pd.DataFrame, n: int | None, seed: int = 0) -> pd.DataFrame:
+    """At most ``n`` rows, stratified by label (a fixed seeded sample: the label-efficiency runs)."""
+    if n is None or n >= len(frame):
+        return frame
+    share = frame["label"].value_counts(normalize=True)
+    parts = [frame[frame["label"] == y].sample(n=max(1, round(n * share[y])), random_state=seed)
+             for y in share.index]
+    return pd.concat(parts).sample(frac=1.0, random_state=seed)
+
+
+def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int = 2) -> dict:
+    """accuracy, macro-F1 and per-class recall with torchmetrics (the same code for every model)."""
+    t = torch.as_tensor(list(y_true), dtype=torch.long)
+    p = torch.as_tensor(list(y_pred), dtype=torch.long)
+    kw = {"task": "multiclass", "num_classes": num_classes}
+    recall = torchmetrics.functional.recall(p, t, average=None, **kw)
+    return {
+        "accuracy": float(torchmetrics.functional.accuracy(p, t, **kw)),
+        "macro_f1": float(torchmetrics.functional.f1_score(p, t, average="macro", **kw)),
+        "recall": {str(c): float(r) for c, r in enumerate(recall)},
+        "n": len(t),
+    }
+
+
+LONG_REVIEW_CHARS = 128  # "long" reviews: those a 128-token model must truncate
+
+
+def score_predictions(
+    frame: pd.DataFrame, pred: Sequence[int], prob: Sequence[float] | None = None, split_name: str = "test"
+) -> dict:
+    """Metrics of ``pred`` on ``frame`` (``text``, ``label``); for the test split also the long and
+    short reviews separately and the predictions themselves (for confusion matrices and examples)."""
+    out: dict[str, Any] = {split_name: evaluate_predictions(frame["label"].tolist(), list(pred))}
+    if split_name == "test":
+        long = (frame["text"].str.len() > LONG_REVIEW_CHARS).to_numpy()
+        y = frame["label"].to_numpy()
+        p = pd.Series(list(pred)).to_numpy()
+        out["test_long"] = evaluate_predictions(y[long], p[long]) if long.any() else None
+        out["test_short"] = evaluate_predictions(y[~long], p[~long]) if (~long).any() else None
+        out["predictions"] = {"ids": [int(i) for i in frame.index], "pred": [int(x) for x in pred]}
+        if prob is not None:
+            out["predictions"]["prob_positive"] = [round(float(x), 4) for x in prob]
+    return out
+
+
+@torch.no_grad()
+def predict(
+    model: SentimentClassifier, texts: Sequence[str], collate: Collate, batch_size: int = 64
+) -> tuple[list[int], list[float], float]:
+    """Predicted labels, positive-class probabilities and reviews/s for ``texts`` (eval mode)."""
+    model.eval()
+    device = next(model.parameters()).device
+    labels: list[int] = []
+    probs: list[float] = []
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch_size):
+        batch = {k: v.to(device) for k, v in collate(list(texts[i : i + batch_size])).items()}
+        p = torch.softmax(model(batch).float(), dim=-1)
+        labels += p.argmax(-1).tolist()
+        probs += p[:, 1].tolist()
+    seconds = time.perf_counter() - start
+    return labels, probs, len(texts) / max(seconds, 1e-9)
+
+
+def fit_classifier(
+    model: SentimentClassifier,
+    datamodule: ClassificationDataModule,
+    collate: Collate,
+    preset: Preset,
+    run_dir: str | Path,
+    *,
+    seed: int = 0,
+    **trainer_kwargs: Any,
+) -> tuple[pl.Trainer, dict]:
+    """Fine-tune, restore the best epoch by validation macro-F1, then score val and test.
+
+    Returns the trainer and a dict with ``finetuning`` (epochs, seconds), ``val`` and ``test``
+    metrics, ``test_long``/``test_short`` (reviews over / up to 128 characters), the test
+    predictions and the inference throughput: the parts of a results record a run measures.
+    """
+    trainer = make_trainer(preset, run_dir, seed=seed, **trainer_kwargs)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+    out: dict[str, Any] = {"finetuning": {"epochs": trainer.current_epoch, "seconds": round(seconds, 2),
+                                          "best_checkpoint": best}}
+    for name in ("val", "test"):
+        frame = datamodule.frames[name]
+        pred, prob, speed = predict(model, frame["text"].tolist(), collate)
+        out.update(score_predictions(frame, pred, prob, split_name=name))
+        if name == "test":
+            out["inference_reviews_per_s"] = round(speed, 1)
+    return trainer, out
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretraining
+
+
+class Pretrainer(pl.LightningModule):
+    """Runs any model's ``pretraining_step(batch) -> {"loss", ...}`` (MLM+NSP, causal LM, biLM).
+
+    AdamW with betas (0.9, 0.98), linear warm-up then cosine decay: the recipe that left the MLM
+    plateau is a matter of optimiser steps, so the schedule counts steps, not epochs. Held-out
+    loss is measured once at the end by :func:`evaluate_pretraining`, on fixed batches.
+    """
+
+    def __init__(self, model: nn.Module, lr: float = 1e-3, warmup_steps: int = 300,
+                 weight_decay: float = 0.01):
+        super().__init__()
+        self.model = model
+        self.save_hyperparameters(ignore=["model"])
+        self.tokens_seen = 0
+        self.history: list[dict[str, float]] = []
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.model.pretraining_step(batch)
+        self.tokens_seen += int(batch["attention_mask"].sum()) * self.trainer.world_size
+        for k, v in out.items():
+            self.log(f"train_{k}", v, prog_bar=k == "loss", batch_size=len(batch["attention_mask"]))
+        self.history.append({"step": self.global_step, "tokens": self.tokens_seen,
+                             **{k: float(v) for k, v in out.items()}})
+        return out["loss"]
+
+    def configure_optimizers(self) -> Any:
+        return _adamw_with_warmup(self, self.hparams.lr, self.hparams.weight_decay,
+                                  self.hparams.warmup_steps, betas=(0.9, 0.98))
+
+
+def pretrain(
+    model: nn.Module,
+    datamodule: LanguageModelDataModule,
+    preset: Preset,
+    name: str,
+    *,
+    seed: int = 0,
+    max_steps: int | None = None,
+    lr: float | None = None,
+    precision: str | None = None,
+    force: bool = False,
+) -> dict:
+    """Pretrain ``model`` for the preset's token budget, or load the cached checkpoint.
+
+    The checkpoint lives in ``runs/<preset>/pretrain/<name>.pt`` with the loss history and the
+    budget actually spent; a rerun with the same preset reuses it (``force=True`` retrains).
+    Returns the record's ``pretraining`` part: tokens, steps, seconds, final loss, history.
+    """
+    path = runs_dir() / preset.name / "pretrain" / f"{name}.pt"
+    if path.exists() and not force:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        _load_checked(model, saved["state_dict"], path)
+        info = json.loads(saved["info"])
+        info["cached"] = True
+        return info
+    if max_steps is None:
+        tokens_per_step = preset.pretrain_batch_size * preset.pretrain_seq_len
+        max_steps = max(1, preset.pretrain_tokens // tokens_per_step)
+    module = Pretrainer(model, lr=lr or preset.pretrain_lr, warmup_steps=min(preset.warmup_steps, max_steps))
+    run_dir = runs_dir() / preset.name / "pretrain" / name
+    trainer = make_trainer(preset, run_dir, seed=seed, max_steps=max_steps, monitor=None,
+                           precision=precision, log_every_n_steps=10)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    history = module.history
+    tail = history[-20:] if history else []
+    info = {
+        "tokens": module.tokens_seen,
+        "steps": trainer.global_step,
+        "seconds": round(seconds, 1),
+        "final_loss": round(sum(h["loss"] for h in tail) / max(1, len(tail)), 4),
+        "val": evaluate_pretraining(model, datamodule.val_dataloader()),
+        "history": history[:: max(1, len(history) // 400)],  # ≤ ~400 points for the loss curve
+        "cached": False,
+    }
+    if trainer.is_global_zero:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"state_dict": model.state_dict(), "info": json.dumps(info)}, tmp)
+        os.replace(tmp, path)  # a crash mid-save never leaves a half checkpoint under the real name
+    return info
+
+
+@torch.no_grad()
+def evaluate_pretraining(model: nn.Module, loader: DataLoader, max_batches: int = 50) -> dict[str, float]:
+    """Average each output of ``model.pretraining_step`` over up to ``max_batches`` held-out batches."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sums: dict[str, float] = {}
+    n = 0
+    for i, batch in enumerate(loader):
+        if i == max_batches:
+            break
+        out = model.pretraining_step({k: v.to(device) for k, v in batch.items()})
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n += 1
+    model.train(was_training)
+    return {k: round(v / max(n, 1), 4) for k, v in sums.items()}
+
+
+def _load_checked(model: nn.Module, state: dict, where: Path) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"checkpoint {where} does not fit this model: missing keys {missing}, unexpected keys "
+            f"{unexpected}. It was made with another preset or model version; delete it to retrain."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Results records
+
+
+RECORD_FIELDS = {
+    "model": str, "variant": str, "preset": str, "seed": int, "train_size": int, "parameters": int,
+    "pretraining": (dict, type(None)), "finetuning": (dict, type(None)), "val": dict, "test": dict,
+    "inference_reviews_per_s": (int, float, type(None)), "versions": dict, "git_revision": str,
+    "started": str,
+}
+
+
+def package_versions() -> dict[str, str]:
+    import numpy
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pytorch_lightning": pl.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        "threads": str(torch.get_num_threads()),
+    }
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
+        return (rev + ("-dirty" if dirty else "")) if rev else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def make_record(
+    *,
+    model: str,
+    variant: str,
+    preset: Preset,
+    seed: int,
+    train_size: int,
+    parameters: int,
+    results: dict,
+    pretraining: dict | None = None,
+    started: float | None = None,
+    **extra: Any,
+) -> dict:
+    """Assemble one results record (the fields of the design) from what a run measured."""
+    record: dict[str, Any] = {
+        "model": model,
+        "variant": variant,
+        "preset": preset.name,
+        "seed": seed,
+        "train_size": train_size,
+        "parameters": parameters,
+        "pretraining": None if pretraining is None
+        else {k: v for k, v in pretraining.items() if k != "history"},
+        "finetuning": results.get("finetuning"),
+        "val": results["val"],
+        "test": results["test"],
+        "test_long": results.get("test_long"),
+        "test_short": results.get("test_short"),
+        "predictions": results.get("predictions"),
+        "inference_reviews_per_s": results.get("inference_reviews_per_s"),
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+        "started": datetime.fromtimestamp(started or time.time(), timezone.utc).isoformat(timespec="seconds"),
+    }
+    record.update(extra)
+    return record
+
+
+def record_path(preset: Preset | str, model: str, variant: str, seed: int, train_size: int | None = None) -> Path:
+    """``runs/<preset>/<model>-<variant>[-n<train size>]/<seed>/result.json``."""
+    preset_name = preset if isinstance(preset, str) else preset.name
+    label = f"{model}-{variant}" + (f"-n{train_size}" if train_size is not None else "")
+    return runs_dir() / preset_name / label / str(seed) / "result.json"
+
+
+def write_record(record: dict, path: str | Path | None = None, trainer: pl.Trainer | None = None) -> Path | None:
+    """Write ``record`` as JSON (atomically). Under DDP only rank zero writes; others return None."""
+    if trainer is not None and not trainer.is_global_zero:
+        return None
+    if int(os.environ.get("RANK", "0")) != 0 and trainer is None:
+        return None
+    validate_record(record, "record")
+    path = Path(path) if path else record_path(record["preset"], record["model"], record["variant"],
+                                               record["seed"], record.get("label_count"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_record(path: str | Path) -> dict:
+    """Read and validate one results record; a bad file raises naming it."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such results record (has the lesson that writes it run?)") from None
+    except json.JSONDecodeError as err:
+        raise RecordError(f"{path}: not valid JSON ({err})") from None
+    validate_record(record, str(path))
+    return record
+
+
+class RecordError(ValueError):
+    """A results record is malformed; the message names the file and the field."""
+
+
+def validate_record(record: dict, where: str) -> None:
+    for name, kind in RECORD_FIELDS.items():
+        if name not in record:
+            raise RecordError(f"{where}: missing field {name!r}")
+        if not isinstance(record[name], kind):
+            raise RecordError(f"{where}: field {name!r} should be {kind}, got {type(record[name]).__name__}")
+    for split_name in ("val", "test"):
+        for metric in ("accuracy", "macro_f1", "recall"):
+            if metric not in record[split_name]:
+                raise RecordError(f"{where}: field {split_name}.{metric} missing")
