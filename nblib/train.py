@@ -130,7 +130,8 @@ class LanguageModelDataModule(pl.LightningDataModule):
         return DataLoader(self.train_texts, batch_size=self.batch_size, shuffle=True,
                           collate_fn=self.collate, drop_last=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def heldout_dataloader(self) -> DataLoader:
+        """Held-out text for :func:`evaluate_pretraining` (not a Lightning validation loop)."""
         return DataLoader(self.val_texts, batch_size=self.batch_size, collate_fn=self.collate)
 
 
@@ -517,7 +518,7 @@ class Pretrainer(pl.LightningModule):
         for k, v in out.items():
             self.log(f"train_{k}", v, prog_bar=k == "loss", batch_size=len(batch["attention_mask"]))
         self.history.append({"step": self.global_step, "tokens": self.tokens_seen,
-                             **{k: float(v) for k, v in out.items()}})
+                             **{k: float(v.detach()) for k, v in out.items()}})
         return out["loss"]
 
     def configure_optimizers(self) -> Any:
@@ -567,7 +568,7 @@ def pretrain(
         "steps": trainer.global_step,
         "seconds": round(seconds, 1),
         "final_loss": round(sum(h["loss"] for h in tail) / max(1, len(tail)), 4),
-        "val": evaluate_pretraining(model, datamodule.val_dataloader()),
+        "val": evaluate_pretraining(model, datamodule.heldout_dataloader()),
         "history": history[:: max(1, len(history) // 400)],  # ≤ ~400 points for the loss curve
         "cached": False,
     }

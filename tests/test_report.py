@@ -1,0 +1,72 @@
+import json
+
+import nbformat
+import pytest
+
+from nblib import report, train
+from nblib.presets import get_preset
+
+SMOKE = get_preset("smoke")
+
+
+def fake_record(model, variant, seed, accuracy):
+    metrics = {"accuracy": accuracy, "macro_f1": accuracy - 0.05, "recall": {"0": 0.8, "1": 0.9}, "n": 100}
+    results = {"val": metrics, "test": metrics, "finetuning": {"epochs": 3, "seconds": 60.0},
+               "inference_reviews_per_s": 500.0}
+    pre = {"tokens": 1000, "steps": 10, "seconds": 120.0, "final_loss": 3.0} if variant == "pretrained" else None
+    return train.make_record(model=model, variant=variant, preset=SMOKE, seed=seed, train_size=100,
+                             parameters=1234, results=results, pretraining=pre)
+
+
+@pytest.fixture()
+def records(runs_tmp):
+    for seed, acc in enumerate([0.80, 0.82, 0.84]):
+        train.write_record(fake_record("bert", "pretrained", seed, acc))
+        train.write_record(fake_record("bert", "random", seed, acc - 0.1))
+    train.write_record(fake_record("tfidf", "baseline", 0, 0.88))
+    return runs_tmp / "smoke"
+
+
+def test_table_means_and_stds_over_seeds(records):
+    table = report.comparison_table(report.load_records(records))
+    assert table["model"].tolist() == ["tfidf", "bert", "bert"]
+    bert = table[(table["model"] == "bert") & (table["variant"] == "pretrained")].iloc[0]
+    assert bert["test accuracy"] == "0.820 ± 0.020" and bert["seeds"] == 3
+    assert bert["pretrain min"] == "2.0"
+
+
+def test_write_comparison(records, tmp_path):
+    path = report.write_comparison("smoke", out=tmp_path / "c.md")
+    text = path.read_text(encoding="utf-8")
+    assert "| bert | pretrained | 3 | 0.820 ± 0.020 |" in text and "Protocol" in text
+
+
+def test_bad_records_name_the_file(records):
+    bad = records / "bert-pretrained" / "0" / "result.json"
+    data = json.loads(bad.read_text())
+    del data["test"]
+    bad.write_text(json.dumps(data))
+    with pytest.raises(train.RecordError, match=rf"{bad}: missing field 'test'"):
+        report.load_records(records)
+    data["test"] = data["val"]
+    data["model"] = "xlnet"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(train.RecordError, match=rf"{bad}: unknown model 'xlnet'"):
+        report.load_records(records)
+
+
+def test_failing_notebook_names_the_cell(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("PRESET = 'small'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("raise ValueError('boom')"),
+    ], metadata={"kernelspec": {"name": "nblib", "display_name": "Python (nblib)", "language": "python"}})
+    path = tmp_path / "99_fail.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(RuntimeError, match=r"99_fail.ipynb failed in cell \d+ .*ValueError: boom"):
+        report.execute_notebook(path, tmp_path / "out.ipynb", {"PRESET": "smoke"}, timeout_s=60, progress=False)
+
+
+def test_report_cli_rejects_unknown_preset(capsys):
+    with pytest.raises(SystemExit):
+        report.main(["run", "--preset", "tiny"])

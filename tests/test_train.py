@@ -1,0 +1,167 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from nblib import train
+from nblib.presets import get_preset
+from nblib.static import StaticEmbedding
+from nblib.text import CharTokenizer
+
+SMOKE = get_preset("smoke")
+
+
+def test_scalar_mix_starts_as_an_even_average():
+    layers = [torch.full((2, 3, 4), float(i)) for i in range(3)]
+    mix = train.ScalarMix(3)
+    torch.testing.assert_close(mix(layers), torch.full((2, 3, 4), 1.0))
+    with torch.no_grad():
+        mix.weights.copy_(torch.tensor([0.0, 0.0, 50.0]))
+        mix.gamma.fill_(2.0)
+    torch.testing.assert_close(mix(layers), torch.full((2, 3, 4), 4.0))
+    with pytest.raises(ValueError, match="built for 3 layers"):
+        mix(layers[:2])
+
+
+def test_pooling_helpers_read_real_tokens_only():
+    h = torch.arange(24.0).reshape(2, 4, 3)
+    right = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    left = torch.tensor([[False, True, True, True], [False, False, True, True]])
+    torch.testing.assert_close(train.last_real_token(h, right), torch.stack([h[0, 2], h[1, 1]]))
+    torch.testing.assert_close(train.last_real_token(h, left), torch.stack([h[0, 3], h[1, 3]]))
+    torch.testing.assert_close(train.masked_mean(h, right)[1], h[1, :2].mean(0))
+
+
+def synthetic_frames(n: int, seed: int = 0) -> tuple[pd.DataFrame, ...]:
+    """Reviews whose label is in one character: 好 positive, 差 negative, padded with filler."""
+    g = torch.Generator().manual_seed(seed)
+    filler = "房间早餐服务位置前台设施"
+    rows = []
+    for _ in range(n):
+        label = int(torch.randint(0, 2, (1,), generator=g))
+        chars = [filler[int(i)] for i in torch.randint(0, len(filler), (8,), generator=g)]
+        chars.insert(int(torch.randint(0, 8, (1,), generator=g)), "好" if label else "差")
+        rows.append({"text": "".join(chars), "label": label})
+    frame = pd.DataFrame(rows)
+    return frame.iloc[: n // 2], frame.iloc[n // 2 : 3 * n // 4], frame.iloc[3 * n // 4 :]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return CharTokenizer.build(["房间早餐服务位置前台设施好差"], min_count=1)
+
+
+def test_classifier_learns_a_learnable_task_and_records_it(tokenizer, runs_tmp):
+    tr, va, te = synthetic_frames(400)
+
+    def collate(texts):
+        return tokenizer.batch_encode(texts, 16)
+
+    dm = train.ClassificationDataModule(tr, va, te, collate, batch_size=16)
+    encoder = StaticEmbedding(tokenizer.vocab_size, 16)
+    model = train.SentimentClassifier(encoder, "mean", lr=3e-2)
+    trainer, results = train.fit_classifier(model, dm, collate, SMOKE, runs_tmp / "synthetic", max_epochs=4)
+    assert results["test"]["accuracy"] > 0.9, results["test"]
+    assert set(results["test"]["recall"]) == {"0", "1"}
+    assert results["inference_reviews_per_s"] > 0 and results["finetuning"]["best_checkpoint"]
+    assert len(results["predictions"]["pred"]) == len(te)
+    record = train.make_record(model="static", variant="baseline", preset=SMOKE, seed=0,
+                               train_size=len(tr), parameters=train.count_parameters(encoder), results=results)
+    path = train.write_record(record, trainer=trainer)
+    assert path == runs_tmp / "smoke" / "static-baseline" / "0" / "result.json"
+    loaded = train.load_record(path)
+    assert loaded["test"]["accuracy"] == results["test"]["accuracy"]
+    assert loaded["versions"]["torch"] == torch.__version__
+
+
+def test_classifier_rejects_bad_configuration(tokenizer):
+    encoder = StaticEmbedding(tokenizer.vocab_size, 8)
+    with pytest.raises(ValueError, match="unknown pooling"):
+        train.SentimentClassifier(encoder, "max")
+    with pytest.raises(ValueError, match="lm_loss"):
+        train.SentimentClassifier(encoder, "mean", lm_loss_weight=0.5)
+    with pytest.raises(ValueError, match="num_layers"):
+        train.SentimentClassifier(encoder, "mix")
+
+
+def test_datamodule_validates_frames():
+    with pytest.raises(ValueError, match="needs columns 'text' and 'label'"):
+        train.ClassificationDataModule(pd.DataFrame({"review": ["x"]}), None, None, lambda t: {})
+
+
+def test_records_with_problems_name_the_file(tmp_path):
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"model": "bert"}), encoding="utf-8")
+    with pytest.raises(train.RecordError, match=rf"{path}: missing field 'variant'"):
+        train.load_record(path)
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(train.RecordError, match="not valid JSON"):
+        train.load_record(path)
+    with pytest.raises(train.RecordError, match="no such results record"):
+        train.load_record(tmp_path / "missing.json")
+
+
+class ToyLM(nn.Module):
+    """A bigram language model with the pretraining protocol, for the pretrain() tests."""
+
+    def __init__(self, vocab: int = 20):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 16)
+        self.out = nn.Linear(16, vocab)
+
+    def pretraining_step(self, batch):
+        ids = batch["input_ids"]
+        logits = self.out(self.emb(ids[:, :-1]))
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        return {"loss": loss}
+
+
+def toy_datamodule():
+    texts = [[i % 20, (i + 1) % 20, (i + 2) % 20, (i + 3) % 20] for i in range(200)]
+
+    def collate(items):
+        ids = torch.tensor(items)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids, dtype=torch.bool)}
+
+    return train.LanguageModelDataModule(texts, texts[:32], collate, batch_size=16)
+
+
+def test_pretrain_learns_caches_and_refuses_a_mismatched_checkpoint(runs_tmp):
+    preset = SMOKE.replace(pretrain_tokens=16 * 4 * 60, pretrain_seq_len=4, pretrain_batch_size=16,
+                           pretrain_lr=3e-2)
+    model = ToyLM()
+    info = train.pretrain(model, toy_datamodule(), preset, "toy")
+    assert info["steps"] == 60 and info["tokens"] == 60 * 16 * 4 and not info["cached"]
+    assert info["history"][-1]["loss"] < 0.5 * info["history"][0]["loss"]
+    assert info["val"]["loss"] < 1.0
+    again = ToyLM()
+    cached = train.pretrain(again, toy_datamodule(), preset, "toy")
+    assert cached["cached"] and cached["steps"] == 60
+    torch.testing.assert_close(again.out.weight, model.out.weight)
+    with pytest.raises(RuntimeError, match=r"missing keys .*unexpected keys"):
+        train.pretrain(ToyWide(), toy_datamodule(), preset, "toy")
+
+
+class ToyWide(ToyLM):
+    def __init__(self):
+        nn.Module.__init__(self)
+        self.emb = nn.Embedding(20, 16)
+        self.proj = nn.Linear(16, 20)
+
+
+def test_ddp_on_cpu_two_processes_one_record(tmp_path):
+    """Data-parallel training with gloo on 2 CPU processes; only rank zero writes the record."""
+    script = Path(__file__).with_name("ddp_script.py")
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    records = list(tmp_path.rglob("result.json"))
+    assert len(records) == 1, records
+    record = json.loads(records[0].read_text())
+    assert record["world_size"] == 2
+    assert not list(tmp_path.rglob("*.tmp"))
