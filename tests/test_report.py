@@ -70,3 +70,30 @@ def test_failing_notebook_names_the_cell(tmp_path):
 def test_report_cli_rejects_unknown_preset(capsys):
     with pytest.raises(SystemExit):
         report.main(["run", "--preset", "tiny"])
+
+
+def test_compare_notebook_renders_from_fixture_records(runs_tmp, hotel_split, tmp_path):
+    """Lesson 05 reads only records: it renders from fixtures without training anything."""
+    test = hotel_split.test.iloc[:50]
+    for model, shift in (("bert", 0.0), ("gpt", -0.02)):
+        for variant, base in (("pretrained", 0.85 + shift), ("random", 0.8 + shift)):
+            for seed in range(3):
+                record = fake_record(model, variant, seed, base + 0.01 * seed)
+                pred = [(y + (i % 7 == seed)) % 2 for i, y in enumerate(test["label"])]
+                scored = train.score_predictions(test, pred)
+                record.update({k: scored[k] for k in ("predictions", "test_long", "test_short")})
+                train.write_record(record)
+                small = dict(record, label_count=100, train_size=100)
+                small["test"] = dict(record["test"], accuracy=base - 0.1)
+                train.write_record(small)
+    train.write_record(fake_record("tfidf", "baseline", 0, 0.88))
+    notebook = report.NOTEBOOKS_DIR / "05_compare.ipynb"
+    report.execute_notebook(notebook, tmp_path / "05.ipynb", {"PRESET": "smoke", "FIGURES": str(tmp_path / "fig")},
+                            timeout_s=120, progress=False)
+    assert {p.name for p in (tmp_path / "fig").glob("*.png")} >= {
+        "05_accuracy.png", "05_label_efficiency.png", "05_long_vs_short.png", "05_confusion.png"}
+    last = nbformat.read(tmp_path / "05.ipynb", as_version=4).cells[-1]
+    conclusions = "".join(o.get("text", "") for o in last.outputs)
+    assert "Best pretrained model: bert (0.860), below TF-IDF + LR (0.880)" in conclusions
+    assert "bert: pretrained 0.860 vs random init 0.810 (+5.0 points)" in conclusions
+    assert "Ranking bert > gpt; the seed claim (BERT > GPT > ELMo) agrees" in conclusions
