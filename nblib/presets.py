@@ -47,6 +47,15 @@ class Preset:
     seeds: tuple[int, ...]
     label_counts: tuple[int, ...] = field(default=(100, 300, 1000))  # label-efficiency curve
     notebook_timeout_s: int = 3600  # papermill per-cell limit used by `make report`
+    num_threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
+
+    def configure_torch(self) -> None:
+        """Apply the preset's thread count. Smoke's tiny matrices are too small to share between
+        threads: on a busy 2-core machine a second thread made its steps over 10× slower."""
+        if self.num_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.num_threads)
 
     def replace(self, **changes: object) -> Preset:
         """A copy with some fields changed; an unknown field name is an error, not a silent no-op."""
@@ -84,6 +93,7 @@ PRESETS: dict[str, Preset] = {
         seeds=(0,),
         label_counts=(100,),
         notebook_timeout_s=600,
+        num_threads=1,
     ),
     "small": Preset(
         name="small",
