@@ -1,6 +1,7 @@
 # The README's commands. Every target sets up what it needs itself.
 #   make test     set up .venv, fetch data, run the whole test suite (unit + notebooks + grading)
 #   make report   the main job: run every lesson with papermill in $(PRESET), write figures/ and the table
+#                 (WITH_CHECKPOINTS=1 adds lesson 07: downloads bert-base-chinese, a GPU is advised)
 #   make lab      open the lessons in JupyterLab with the course kernel
 #   make student  write the student notebooks to build/student
 #   make grade SUBMISSIONS=dir   grade a folder of submitted notebooks
@@ -32,7 +33,7 @@ test: data
 	$(PY) -m pytest -q
 
 report: data
-	$(PY) -m nblib.report run --preset $(PRESET)
+	$(PY) -m nblib.report run --preset $(PRESET) $(if $(WITH_CHECKPOINTS),--with-checkpoints)
 
 lab: data
 	$(VENV)/bin/jupyter lab notebooks/

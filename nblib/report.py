@@ -25,11 +25,21 @@ FIGURES_DIR = REPO_ROOT / "figures"
 KERNEL_NAME = "nblib"
 # Every model a record may name, in the order the table shows them.
 KNOWN_MODELS = ["majority", "tfidf", "static", "elmo", "bert", "gpt", "bert-base-chinese"]
+# Lesson 07 downloads and fine-tunes bert-base-chinese: hours on a GPU-less laptop, so the main job
+# runs it only when asked (`make report WITH_CHECKPOINTS=1`).
+CHECKPOINT_LESSONS = ("07_",)
+COMPARE_LESSON = "05_compare.ipynb"
 
 
 def lesson_notebooks(directory: Path = NOTEBOOKS_DIR) -> list[Path]:
     """The lessons in course order: ``NN_name.ipynb``."""
     return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+
+
+def report_order(notebooks: Sequence[Path], with_checkpoints: bool = False) -> list[Path]:
+    """The main job's order: every lesson, the comparison last (it reads what the others wrote)."""
+    chosen = [nb for nb in notebooks if with_checkpoints or not nb.name.startswith(CHECKPOINT_LESSONS)]
+    return sorted(chosen, key=lambda nb: (nb.name == COMPARE_LESSON, nb.name))
 
 
 def check_parameters(notebook: Path, parameters: dict) -> None:
@@ -76,11 +86,12 @@ def execute_notebook(
         ) from None
 
 
-def run_all(preset_name: str, only: Sequence[str] = ()) -> Path:
+def run_all(preset_name: str, only: Sequence[str] = (), with_checkpoints: bool = False) -> Path:
     """Execute every lesson (or those whose name starts with one of ``only``) and write the table."""
     preset = get_preset(preset_name)
     out_dir = runs_dir() / preset.name / "notebooks"
-    notebooks = [nb for nb in lesson_notebooks() if not only or nb.name.startswith(tuple(only))]
+    notebooks = [nb for nb in report_order(lesson_notebooks(), with_checkpoints or bool(only))
+                 if not only or nb.name.startswith(tuple(only))]
     if not notebooks:
         raise SystemExit(f"no lesson notebook matches {list(only)} in {NOTEBOOKS_DIR}")
     start = time.perf_counter()
@@ -205,12 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="execute every lesson with papermill, then write the table")
     run.add_argument("--preset", default="small", choices=list(PRESETS))
     run.add_argument("--only", nargs="*", default=[], help="lesson prefixes, e.g. 00 01")
+    run.add_argument("--with-checkpoints", action="store_true",
+                     help="also run lesson 07 (downloads bert-base-chinese; a GPU is advised)")
     table = sub.add_parser("table", help="only (re)write figures/comparison.md from the records")
     table.add_argument("--preset", default="small", choices=list(PRESETS))
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            run_all(args.preset, args.only)
+            run_all(args.preset, args.only, args.with_checkpoints)
         else:
             print(write_comparison(args.preset))
     except (RuntimeError, RecordError, ValueError) as err:

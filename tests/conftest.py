@@ -27,3 +27,11 @@ def runs_tmp(tmp_path, monkeypatch):
     """Send records and checkpoints to a temporary runs folder."""
     monkeypatch.setenv("NBLIB_RUNS_DIR", str(tmp_path / "runs"))
     return tmp_path / "runs"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """Tiny random BERT and GPT-2 checkpoint folders with a BERT-style Chinese vocabulary."""
+    from tiny_checkpoints import make_tiny_checkpoints
+
+    return make_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))

@@ -10,8 +10,6 @@ from nblib import report
 from nblib.presets import get_preset
 
 NOTEBOOKS = report.lesson_notebooks()
-# Parameters some lessons need beyond PRESET and FIGURES (set per notebook file name).
-EXTRA_PARAMETERS: dict[str, dict] = {}
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +49,13 @@ def test_unknown_parameter_is_refused():
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_smoke_preset(notebook, shared_runs, tmp_path, monkeypatch):
+def test_notebook_runs_in_smoke_preset(notebook, shared_runs, tmp_path, monkeypatch, request):
     monkeypatch.setenv("NBLIB_RUNS_DIR", str(shared_runs))
-    parameters = {"PRESET": "smoke", "FIGURES": str(tmp_path / "figures"),
-                  **EXTRA_PARAMETERS.get(notebook.name, {})}
+    parameters = {"PRESET": "smoke", "FIGURES": str(tmp_path / "figures")}
+    if notebook.name == "07_pretrained_checkpoints.ipynb":  # tiny local checkpoints, never the hub
+        from tiny_checkpoints import notebook_parameters
+
+        parameters.update(notebook_parameters(*request.getfixturevalue("tiny_checkpoints")))
     report.execute_notebook(notebook, tmp_path / notebook.name, parameters,
                             timeout_s=get_preset("smoke").notebook_timeout_s, progress=False)
     assert list((tmp_path / "figures").glob("*.png")), "every lesson saves its figures"

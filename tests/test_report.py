@@ -97,3 +97,11 @@ def test_compare_notebook_renders_from_fixture_records(runs_tmp, hotel_split, tm
     assert "Best pretrained model: bert (0.860), below TF-IDF + LR (0.880)" in conclusions
     assert "bert: pretrained 0.860 vs random init 0.810 (+5.0 points)" in conclusions
     assert "Ranking bert > gpt; the seed claim (BERT > GPT > ELMo) agrees" in conclusions
+
+
+def test_report_order_runs_compare_last_and_07_on_request(tmp_path):
+    names = ["00_data", "01_baselines", "05_compare", "06_inside", "07_pretrained_checkpoints"]
+    paths = [tmp_path / f"{n}.ipynb" for n in names]
+    assert [p.stem for p in report.report_order(paths)] == ["00_data", "01_baselines", "06_inside", "05_compare"]
+    assert [p.stem for p in report.report_order(paths, with_checkpoints=True)][-2:] == [
+        "07_pretrained_checkpoints", "05_compare"]

@@ -1,0 +1,126 @@
+"""Tiny random Hugging Face checkpoints shaped like the real Chinese ones, for tests and the smoke
+run of notebook 07_pretrained_checkpoints (which otherwise needs bert-base-chinese and
+uer/gpt2-chinese-cluecorpussmall, 400 MB each, from the network).
+
+``make_tiny_checkpoints(directory) -> (bert_dir, gpt2_dir)`` writes two folders laid out exactly
+as ``save_pretrained`` lays out the public ones (config.json, model.safetensors, vocab.txt,
+tokenizer files):
+
+- the vocabulary is BERT-Chinese style: [PAD]=0, [unused1..99], [UNK]=100, [CLS]=101,
+  [SEP]=102, [MASK]=103, then the characters of the hotel *train* split, lowercase Latin and
+  digits with their ``##`` pieces, and ASCII punctuation. Like the real vocab.txt it has **no**
+  uppercase Latin, full-width Latin, curly quotes, ellipsis or dashes, so the tokenizer gaps of
+  lesson 07 show up here too; the tokenizer does not lowercase (``do_lower_case=False``, as
+  bert-base-chinese's tokenizer_config.json);
+- BERT: ``transformers.BertForPreTraining`` with hidden 32, 2 layers, 2 heads;
+- GPT-2: ``transformers.GPT2LMHeadModel`` with the same vocabulary (as UER's Chinese GPT-2),
+  n_embd 32, 2 layers, 2 heads, 256 positions.
+
+Weights are random (seeded): these check plumbing and equivalence, not accuracy.
+For the notebook test, a session fixture can do::
+
+    from tiny_checkpoints import make_tiny_checkpoints, notebook_parameters
+
+    @pytest.fixture(scope="session")
+    def tiny_checkpoints(tmp_path_factory):
+        return make_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+    # in the notebook test, for 07_pretrained_checkpoints.ipynb:
+    parameters.update(notebook_parameters(*tiny_checkpoints))
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+BERT_SPECIALS = ["[PAD]", *[f"[unused{i}]" for i in range(1, 100)], "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Characters the real Chinese BERT vocab.txt lacks; kept out of the tiny one on purpose.
+GAP_CHARACTERS = set("“”‘’…—–―") | set(string.ascii_uppercase)
+LATIN_PIECES = string.ascii_lowercase + string.digits
+ASCII_PUNCTUATION = string.punctuation  # ! " # $ % & ' ( ) * + , - . / : ; < = > ? @ [ \ ] ^ _ ` { | } ~
+DONE_MARKER = "TINY_CHECKPOINT_OK"
+
+
+def _is_kept(ch: str) -> bool:
+    if ch in GAP_CHARACTERS or ch.isspace() or unicodedata.category(ch).startswith("C"):
+        return False
+    # Full-width Latin letters (Ａ-Ｚ, ａ-ｚ) are not in the real vocabulary either.
+    return not ("\uff21" <= ch <= "\uff3a" or "\uff41" <= ch <= "\uff5a")
+
+
+def build_vocab(texts: Iterable[str]) -> list[str]:
+    """The tiny vocabulary: BERT's specials at their usual ids, then Latin pieces and characters."""
+    chars = sorted({ch for t in texts for ch in t if _is_kept(ch)})
+    latin = list(LATIN_PIECES) + [f"##{c}" for c in LATIN_PIECES]
+    vocab = list(BERT_SPECIALS)
+    for token in latin + list(ASCII_PUNCTUATION) + chars:
+        if token not in vocab:
+            vocab.append(token)
+    return vocab
+
+
+def _hotel_train_texts() -> list[str]:
+    from nblib import data
+
+    return data.split().train["text"].tolist()
+
+
+def _save_tokenizer(vocab_file: Path, folder: Path) -> None:
+    import transformers
+
+    # transformers 5 takes the vocabulary as `vocab` (a `vocab_file=` argument is ignored there).
+    tokenizer = transformers.BertTokenizerFast(vocab=str(vocab_file), do_lower_case=False)
+    if tokenizer.unk_token_id != 100 or tokenizer.cls_token_id != 101:
+        raise RuntimeError(f"tokenizer did not read {vocab_file}: [UNK]={tokenizer.unk_token_id}")
+    tokenizer.save_pretrained(folder)
+
+
+def make_tiny_checkpoints(directory: str | Path, texts: Iterable[str] | None = None,
+                          seed: int = 0) -> tuple[Path, Path]:
+    """Write (or reuse) ``directory/bert-tiny-chinese`` and ``directory/gpt2-tiny-chinese``.
+
+    ``texts`` default to the hotel train split (the vocabulary's characters). Returns both folders.
+    """
+    import transformers
+
+    directory = Path(directory)
+    bert_dir, gpt2_dir = directory / "bert-tiny-chinese", directory / "gpt2-tiny-chinese"
+    if (bert_dir / DONE_MARKER).exists() and (gpt2_dir / DONE_MARKER).exists():
+        return bert_dir, gpt2_dir
+    vocab = build_vocab(_hotel_train_texts() if texts is None else texts)
+    for folder in (bert_dir, gpt2_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+
+    torch.manual_seed(seed)
+    bert_config = transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512, pad_token_id=0)
+    transformers.BertForPreTraining(bert_config).save_pretrained(bert_dir)
+    _save_tokenizer(bert_dir / "vocab.txt", bert_dir)
+
+    gpt2_config = transformers.GPT2Config(
+        vocab_size=len(vocab), n_positions=256, n_embd=32, n_layer=2, n_head=2,
+        bos_token_id=101, eos_token_id=102, pad_token_id=0)  # [CLS] starts, [SEP] ends a text
+    transformers.GPT2LMHeadModel(gpt2_config).save_pretrained(gpt2_dir)
+    _save_tokenizer(gpt2_dir / "vocab.txt", gpt2_dir)
+
+    for folder in (bert_dir, gpt2_dir):
+        (folder / DONE_MARKER).write_text("complete\n")
+    return bert_dir, gpt2_dir
+
+
+def notebook_parameters(bert_dir: str | Path, gpt2_dir: str | Path) -> dict[str, str]:
+    """The papermill parameters that point lesson 07 at the tiny checkpoints."""
+    return {"MODEL_NAME_OR_PATH": str(bert_dir), "GPT2_NAME_OR_PATH": str(gpt2_dir)}
+
+
+if __name__ == "__main__":  # python tests/tiny_checkpoints.py /tmp/tiny
+    import sys
+
+    print(*make_tiny_checkpoints(sys.argv[1] if len(sys.argv) > 1 else "/tmp/tiny_checkpoints"))
