@@ -241,12 +241,14 @@ def _unshare_command(inner: list[str], uid: int, tmpfs_mb: int, paths: list[Path
              'mkdir -p "$R"', 'mount -t tmpfs -o mode=0755 nblib-root "$R"']
     for link, target in root_symlinks().items():
         lines.append(f'ln -s {q(target)} "$R"{q(link)}')
+    # The scratch /tmp first: a checkout that lives under /tmp is bound on top of it, not hidden by it.
+    lines += ['mkdir -p "$R/tmp"', f'mount -t tmpfs -o mode=1777,size={tmpfs_mb}m nblib-tmp "$R/tmp"']
     binds = [(p, p) for p in paths] + ([(data, Path(SANDBOX_DATA))] if data is not None else [])
     for src, dst in binds:
         lines += [f'mkdir -p "$R"{q(str(dst))}', f'mount --bind {q(str(src))} "$R"{q(str(dst))}',
                   f'mount -o remount,bind,ro "$R"{q(str(dst))}']
     lines += [
-        'mkdir -p "$R/proc" "$R/dev" "$R/tmp" "$R/sys"',
+        'mkdir -p "$R/proc" "$R/dev" "$R/sys"',
         'mount -t proc -o nosuid,nodev,noexec proc "$R/proc"',
         'mount --bind /sys "$R/sys" && mount -o remount,bind,ro "$R/sys" || true',
         'mount -t tmpfs -o mode=0755 nblib-dev "$R/dev"',
@@ -255,7 +257,6 @@ def _unshare_command(inner: list[str], uid: int, tmpfs_mb: int, paths: list[Path
         'ln -s /proc/self/fd "$R/dev/fd"; ln -s /proc/self/fd/0 "$R/dev/stdin"',
         'ln -s /proc/self/fd/1 "$R/dev/stdout"; ln -s /proc/self/fd/2 "$R/dev/stderr"',
         'mkdir "$R/dev/shm" && mount -t tmpfs -o mode=1777,size=64m nblib-shm "$R/dev/shm"',
-        f'mount -t tmpfs -o mode=1777,size={tmpfs_mb}m nblib-tmp "$R/tmp"',
         # Not exec: this shell stays PID 1, so everything dies with it when the runner ends.
         f'cd "$R/tmp" && {_tool("chroot")} "$R" ' + " ".join(q(a) for a in _drop_privileges(uid) + inner),
     ]
