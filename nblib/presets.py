@@ -111,8 +111,10 @@ PRESETS: dict[str, Preset] = {
         elmo_word_vocab=20_000,
         max_words=80,
         pretrain_tokens=6_000_000,
-        pretrain_seq_len=128,
-        pretrain_batch_size=32,
+        # Many small steps: a pre-LN 4×256 BERT at 16×64, lr 1e-3, left the MLM plateau after
+        # ~2,500 steps (1.5 M tokens), where 32×128 had sat on it (reference/pretraining-evidence.md).
+        pretrain_seq_len=64,
+        pretrain_batch_size=16,
         pretrain_lr=1e-3,
         warmup_steps=300,
         finetune_epochs=3,
