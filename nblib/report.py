@@ -194,7 +194,8 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
     lines = [
         f"# Comparison — preset `{preset_name}`",
         "",
-        f"Made by `make report PRESET={preset_name}` on {when}, commit {git_revision()}{wall}; "
+        f"Written from the `{preset_name}` results records by `nblib.report` (what `make report` runs) "
+        f"on {when}, commit {git_revision()}{wall}; "
         f"torch {versions.get('torch', '?')}, {versions.get('threads', '?')} threads, "
         f"device {versions.get('device', '?')}.",
         "",
