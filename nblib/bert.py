@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nblib.layers import TransformerBlock
+from nblib.layers import TransformerBlock, read_hf_checkpoint
 
 IGNORE_INDEX = -100  # label of positions that carry no MLM prediction (PyTorch's CE default)
 FIRST_REGULAR_ID = 5  # ids 0..4 are [PAD] [UNK] [CLS] [SEP] [MASK]; random replacements start here
@@ -284,7 +283,7 @@ class BertForPreTraining(nn.Module):
         ``strict=False`` loads what fits and leaves the rest randomly initialised; the
         ``LoadReport`` (missing / unexpected keys by name) is kept in ``model.load_report``.
         """
-        state, hf_config = _read_hf_source(source)
+        state, hf_config = read_hf_checkpoint(source)
         if config is None:
             if hf_config is None:
                 raise ValueError("no config.json found beside the weights: pass config=BertConfig(...) "
@@ -625,41 +624,3 @@ def load_hf_state_dict(model: BertForPreTraining, state: Mapping[str, Tensor],
     loaded = {name: state[hf] for hf, name in names.items() if hf in state}
     model.load_state_dict(loaded, strict=False)
     return report
-
-
-def _load_weights_file(path: Path) -> dict[str, Tensor]:
-    if path.name.endswith(".index.json"):  # sharded checkpoint: {"weight_map": {key: file}}
-        files = sorted(set(json.loads(path.read_text())["weight_map"].values()))
-        state: dict[str, Tensor] = {}
-        for name in files:
-            state.update(_load_weights_file(path.parent / name))
-        return state
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
-    return dict(state)
-
-
-def _read_hf_source(source: str | Path | Mapping[str, Tensor]
-                    ) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
-    """(state dict, config.json contents or None) from a folder, a weights file or a dict."""
-    if isinstance(source, Mapping):
-        return dict(source), None
-    path = Path(source)
-    folder = path if path.is_dir() else path.parent
-    if path.is_dir():
-        candidates = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                      "pytorch_model.bin.index.json"]
-        found = [folder / c for c in candidates if (folder / c).exists()]
-        if not found:
-            raise FileNotFoundError(f"no weights in {folder}: looked for {candidates}")
-        path = found[0]
-    elif not path.exists():
-        raise FileNotFoundError(f"no such checkpoint: {path}")
-    config_file = folder / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.exists() else None
-    return _load_weights_file(path), config

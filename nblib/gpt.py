@@ -14,7 +14,6 @@ Conventions used throughout:
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nblib.layers import KVCache, TransformerBlock
+from nblib.layers import KVCache, TransformerBlock, read_hf_checkpoint
 
 # Hugging Face's names for the tanh GELU, mapped to the names nblib.layers.FeedForward knows.
 _ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
@@ -323,7 +322,7 @@ class GPT(nn.Module):
         (with ``strict=False`` a warning, and missing weights keep their random init); a wrong
         shape always raises and names the key.
         """
-        state, hf_config = _read_hf_checkpoint(path_or_state_dict)
+        state, hf_config = read_hf_checkpoint(path_or_state_dict)
         if config is None:
             if hf_config is None:
                 raise ValueError("no config.json found: pass config=GPTConfig(...) for this checkpoint")
@@ -432,32 +431,6 @@ def _hf_key_map(config: GPTConfig) -> dict[str, str | tuple[str, str, str]]:
             m[hf + f"mlp.c_fc.{p}"] = me + f"ffn.fc1.{p}"
             m[hf + f"mlp.c_proj.{p}"] = me + f"ffn.fc2.{p}"
     return m
-
-
-def _read_hf_checkpoint(src: str | Path | dict[str, torch.Tensor]
-                        ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """(state dict, config.json contents or None) from a folder, a file or a state dict."""
-    if isinstance(src, dict):
-        return dict(src), None
-    path = Path(src)
-    if path.is_dir():
-        candidates = [path / "model.safetensors", path / "pytorch_model.bin"]
-        weights = next((p for p in candidates if p.exists()), None)
-        if weights is None:
-            raise FileNotFoundError(f"{path} holds neither model.safetensors nor pytorch_model.bin")
-    elif path.is_file():
-        weights = path
-    else:
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
-    else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    config_file = weights.parent / "config.json"
-    hf_config = json.loads(config_file.read_text()) if config_file.exists() else None
-    return state, hf_config
 
 
 def _hf_to_nblib(state: dict[str, torch.Tensor], config: GPTConfig,
