@@ -12,6 +12,7 @@ Introduced in notebook 00_data.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 
@@ -46,6 +47,9 @@ class Preset:
     finetune_lr: float
     seeds: tuple[int, ...]
     label_counts: tuple[int, ...] = field(default=(100, 300, 1000))  # label-efficiency curve
+    # seeds of the ablations (GPT without its auxiliary LM loss, ELMo's fine-tuned biLM); the main
+    # pretrained-vs-random comparison always uses `seeds`. None: the same as `seeds`.
+    ablation_seeds: tuple[int, ...] | None = None
     notebook_timeout_s: int = 3600  # papermill per-cell limit used by `make report`
     num_threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
 
@@ -56,6 +60,16 @@ class Preset:
             import torch
 
             torch.set_num_threads(self.num_threads)
+
+    @property
+    def seeds_for_ablations(self) -> tuple[int, ...]:
+        return self.seeds if self.ablation_seeds is None else self.ablation_seeds
+
+    def few_label_epochs(self, n_labels: int) -> int:
+        """Epochs of a label-efficiency run on ``n_labels`` reviews: an epoch of 100 reviews is three
+        optimiser steps, so small subsets train longer, until ~3,000 reviews are seen (at most 10
+        epochs, never fewer than the preset's). Pretrained and random init get the same number."""
+        return max(self.finetune_epochs, min(10, math.ceil(3000 / max(1, n_labels))))
 
     def replace(self, **changes: object) -> Preset:
         """A copy with some fields changed; an unknown field name is an error, not a silent no-op."""
@@ -102,25 +116,28 @@ PRESETS: dict[str, Preset] = {
         max_corpus_texts=None,
         min_char_count=3,
         max_len=128,
-        hidden_size=256,
+        hidden_size=128,
         num_layers=4,
         num_heads=4,
-        intermediate_size=1024,
+        intermediate_size=512,
         elmo_cell_size=512,
         elmo_projection=128,
         elmo_word_vocab=20_000,
         max_words=80,
-        pretrain_tokens=6_000_000,
+        pretrain_tokens=4_000_000,
+        # 4×128 and two fine-tuning epochs so that `make report` (18+ fine-tuning runs) fits in two hours
+        # on 2 cores: a fine-tuning epoch of full-length batches takes ~68 s at 4×128, ~199 s at 4×256.
         # Many small steps: a pre-LN 4×256 BERT at 16×64, lr 1e-3, left the MLM plateau after
         # ~2,500 steps (1.5 M tokens), where 32×128 had sat on it (reference/pretraining-evidence.md).
         pretrain_seq_len=64,
         pretrain_batch_size=16,
         pretrain_lr=1e-3,
         warmup_steps=300,
-        finetune_epochs=3,
+        finetune_epochs=2,
         finetune_batch_size=32,
-        finetune_lr=1e-4,
+        finetune_lr=2e-4,
         seeds=(0, 1, 2),
+        ablation_seeds=(0,),
     ),
     "full": Preset(
         name="full",
