@@ -88,6 +88,11 @@ def attention(
     quicker and lighter on memory); tests check that both paths agree.
     """
     if fast:
+        if causal and key_padding_mask is None and q.size(-2) == k.size(-2):
+            # A plain causal pattern: let the kernel build it (its fused causal path skips the
+            # masked half instead of adding a (T, T) mask), the GPT training case.
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                  dropout_p=dropout_p if training else 0.0)
         allowed = attention_allowed(q.size(0), q.size(-2), k.size(-2), key_padding_mask=key_padding_mask,
                                     causal=causal, device=q.device)
         mask = None

@@ -53,6 +53,18 @@ def test_fast_and_written_out_paths_agree_with_cache_offset() -> None:
     assert torch.allclose(slow, fast, atol=1e-6)
 
 
+def test_unpadded_causal_fast_path_matches_written_out() -> None:
+    # No padding mask: the fast path hands the causal pattern to the kernel (is_causal=True).
+    q, k, v = _qkv()
+    slow = attention(q, k, v, causal=True)
+    fast = attention(q, k, v, causal=True, fast=True)
+    assert torch.allclose(slow, fast, atol=1e-6)
+    changed = v.clone()
+    changed[:, :, -1] += 1.0  # the last key's value may only reach the last query
+    moved = attention(q, k, changed, causal=True, fast=True)
+    assert torch.equal(moved[:, :, :-1], fast[:, :, :-1])
+
+
 def test_masked_keys_get_zero_weight() -> None:
     q, k, _ = _qkv()
     mask = _padding_mask()
