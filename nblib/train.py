@@ -540,6 +540,9 @@ def pretrain(
 ) -> dict:
     """Pretrain ``model`` for the preset's token budget, or load the cached checkpoint.
 
+    Without ``max_steps`` the number of steps is :func:`steps_for_budget`: the preset's
+    ``pretrain_tokens`` counted as real (unpadded) tokens.
+
     The checkpoint lives in ``runs/<preset>/pretrain/<name>.pt`` with the loss history and the
     budget actually spent; a rerun with the same preset reuses it (``force=True`` retrains).
     Returns the record's ``pretraining`` part: tokens, steps, seconds, final loss, history.
@@ -551,9 +554,10 @@ def pretrain(
         info = json.loads(saved["info"])
         info["cached"] = True
         return info
+    plan = None
     if max_steps is None:
-        tokens_per_step = preset.pretrain_batch_size * preset.pretrain_seq_len
-        max_steps = max(1, preset.pretrain_tokens // tokens_per_step)
+        plan = steps_for_budget(datamodule, preset.pretrain_tokens, seed=seed)
+        max_steps = plan["steps"]
     module = Pretrainer(model, lr=lr or preset.pretrain_lr, warmup_steps=min(preset.warmup_steps, max_steps))
     run_dir = runs_dir() / preset.name / "pretrain" / name
     trainer = make_trainer(preset, run_dir, seed=seed, max_steps=max_steps, monitor=None,
@@ -572,12 +576,34 @@ def pretrain(
         "history": history[:: max(1, len(history) // 400)],  # ≤ ~400 points for the loss curve
         "cached": False,
     }
+    if plan is not None:
+        info["budget"] = plan
     if trainer.is_global_zero:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save({"state_dict": model.state_dict(), "info": json.dumps(info)}, tmp)
         os.replace(tmp, path)  # a crash mid-save never leaves a half checkpoint under the real name
     return info
+
+
+def steps_for_budget(datamodule: LanguageModelDataModule, budget_tokens: int, *, seed: int = 0,
+                     sample_batches: int = 20) -> dict[str, Any]:
+    """Optimiser steps that read ``budget_tokens`` real tokens: the budget divided by the mean
+    ``attention_mask`` sum of a few random batches (padding is not counted). Introduced in 03_bert.
+
+    Counting real tokens, not ``batch × seq_len`` slots, is what makes "the same token budget" the
+    same for every model: short reviews are padded, and how much depends on the objective's batch
+    layout (NSP pairs, words vs characters). ELMo's lesson counts characters the same way.
+    """
+    texts = datamodule.train_texts
+    rng = torch.Generator().manual_seed(seed)
+    counts = []
+    for _ in range(sample_batches):
+        picks = torch.randint(len(texts), (datamodule.batch_size,), generator=rng).tolist()
+        counts.append(int(datamodule.collate([texts[i] for i in picks])["attention_mask"].sum()))
+    per_step = sum(counts) / len(counts)
+    return {"budget_tokens": budget_tokens, "tokens_per_step_estimate": round(per_step, 1),
+            "steps": max(1, math.ceil(budget_tokens / per_step))}
 
 
 @torch.no_grad()

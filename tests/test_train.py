@@ -165,3 +165,18 @@ def test_ddp_on_cpu_two_processes_one_record(tmp_path):
     record = json.loads(records[0].read_text())
     assert record["world_size"] == 2
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_pretraining_budget_counts_real_tokens_not_padding() -> None:
+    from nblib.train import LanguageModelDataModule, steps_for_budget
+
+    def collate(texts):  # every text padded to 10 slots; attention_mask marks its real length
+        lengths = torch.tensor([len(t) for t in texts])
+        return {"attention_mask": torch.arange(10)[None, :] < lengths[:, None]}
+
+    short = LanguageModelDataModule(["ab"] * 50, ["ab"], collate, batch_size=4)
+    plan = steps_for_budget(short, 800)
+    assert plan["tokens_per_step_estimate"] == 8.0  # 4 texts × 2 real tokens, not 4 × 10 slots
+    assert plan["steps"] == 100
+    longer = LanguageModelDataModule(["abcd"] * 50, ["ab"], collate, batch_size=4)
+    assert steps_for_budget(longer, 800)["steps"] == 50  # twice the text per step: half the steps
