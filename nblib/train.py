@@ -142,7 +142,11 @@ class LanguageModelDataModule(pl.LightningDataModule):
 class ScalarMix(nn.Module):
     """ELMo's scalar mix: γ · Σ_j softmax(w)_j · h_j (Peters et al. 2018), introduced in 02_elmo.
 
-    ``w`` starts at zero (an even average) and ``γ`` at one; the task learns both.
+    ``w`` starts at zero (an even average) and ``γ`` at one; the task learns both. With
+    ``layer_norm`` each layer is first normalised per token (zero mean, unit variance over its H
+    features, no learned scale): layers of very different scales then start on an equal footing.
+    ELMo's option normalised over the whole batch; per token keeps a review's vector independent
+    of the batch it is in.
     """
 
     def __init__(self, num_layers: int, layer_norm: bool = False):
@@ -152,25 +156,16 @@ class ScalarMix(nn.Module):
         self.layer_norm = layer_norm
 
     def forward(self, layers: Sequence[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` is accepted for the classifier's call signature; padding is pooled away later."""
         if len(layers) != len(self.weights):
             raise ValueError(f"ScalarMix built for {len(self.weights)} layers, got {len(layers)}")
         norm = torch.softmax(self.weights, dim=0)
         mixed = 0
         for w, h in zip(norm, layers, strict=True):  # h: (B, T, H)
             if self.layer_norm:
-                h = _masked_layer_norm(h, mask)
+                h = nn.functional.layer_norm(h, h.shape[-1:])
             mixed = mixed + w * h
         return self.gamma * mixed  # (B, T, H)
-
-
-def _masked_layer_norm(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    if mask is None:
-        return torch.nn.functional.layer_norm(h, h.shape[-1:])
-    m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-    n = m.sum() * h.shape[-1]
-    mean = (h * m).sum() / n
-    var = (((h - mean) * m) ** 2).sum() / n
-    return (h - mean) / torch.sqrt(var + 1e-12)
 
 
 def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -198,7 +193,8 @@ class SentimentClassifier(pl.LightningModule):
     ``mix`` (ELMo: :class:`ScalarMix` of all layers, then masked mean). ``layer`` picks another
     layer than the last for ``cls``/``last``/``mean`` (used by the per-layer probes).
     ``lm_loss_weight`` λ adds GPT-1's auxiliary language-model loss through ``encoder.lm_loss``.
-    ``freeze_encoder`` trains only the head (and the scalar mix), as ELMo is usually used.
+    ``freeze_encoder`` trains only the head (and the scalar mix), as ELMo is usually used;
+    ``mix_layer_norm`` normalises each layer per token before the mix (see :class:`ScalarMix`).
     """
 
     def __init__(
@@ -214,6 +210,7 @@ class SentimentClassifier(pl.LightningModule):
         freeze_encoder: bool = False,
         layer: int = -1,
         num_layers: int | None = None,
+        mix_layer_norm: bool = False,
     ):
         super().__init__()
         if pooling not in ("cls", "last", "mean", "mix"):
@@ -227,7 +224,7 @@ class SentimentClassifier(pl.LightningModule):
         if pooling == "mix":
             if num_layers is None:
                 raise ValueError("pooling='mix' needs num_layers (the length of encode()'s list)")
-            self.mix = ScalarMix(num_layers)
+            self.mix = ScalarMix(num_layers, layer_norm=mix_layer_norm)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.hidden_size, num_classes)
         metrics = torchmetrics.MetricCollection(

@@ -180,3 +180,16 @@ def test_pretraining_budget_counts_real_tokens_not_padding() -> None:
     assert plan["steps"] == 100
     longer = LanguageModelDataModule(["abcd"] * 50, ["ab"], collate, batch_size=4)
     assert steps_for_budget(longer, 800)["steps"] == 50  # twice the text per step: half the steps
+
+
+def test_layer_normed_scalar_mix_equalises_scales_and_ignores_the_batch() -> None:
+    torch.manual_seed(0)
+    tiny, big = torch.randn(2, 5, 8) * 0.01, torch.randn(2, 5, 8) * 100
+    plain = train.ScalarMix(2)([tiny, big])
+    normed = train.ScalarMix(2, layer_norm=True)([tiny, big])
+    assert plain.abs().mean() > 10 * normed.abs().mean()  # the big layer drowns the tiny one
+    spread = normed.std(-1)  # half of each unit-variance layer: ~0.7, whatever the input scales
+    assert (spread > 0.3).all() and (spread < 1.2).all()
+    # a review's vector does not depend on the other reviews of its batch
+    alone = train.ScalarMix(2, layer_norm=True)([tiny[:1], big[:1]])
+    assert torch.allclose(alone, normed[:1])
