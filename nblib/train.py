@@ -541,16 +541,24 @@ def pretrain(
     ``pretrain_tokens`` counted as real (unpadded) tokens.
 
     The checkpoint lives in ``runs/<preset>/pretrain/<name>.pt`` with the loss history and the
-    budget actually spent; a rerun with the same preset reuses it (``force=True`` retrains).
+    budget actually spent; a rerun with the same pretraining settings (budget, batch, schedule,
+    ``max_steps``, seed) reuses it, other settings retrain (``force=True`` always retrains).
     Returns the record's ``pretraining`` part: tokens, steps, seconds, final loss, history.
     """
     path = runs_dir() / preset.name / "pretrain" / f"{name}.pt"
+    # What the checkpoint depends on besides the model's shape (which _load_checked checks): a
+    # changed budget or schedule retrains instead of silently reusing an old checkpoint.
+    settings = {"pretrain_tokens": preset.pretrain_tokens, "pretrain_seq_len": preset.pretrain_seq_len,
+                "pretrain_batch_size": preset.pretrain_batch_size, "pretrain_lr": lr or preset.pretrain_lr,
+                "warmup_steps": preset.warmup_steps, "max_steps": max_steps, "seed": seed}
     if path.exists() and not force:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        _load_checked(model, saved["state_dict"], path)
         info = json.loads(saved["info"])
-        info["cached"] = True
-        return info
+        if info.get("settings") == settings:
+            _load_checked(model, saved["state_dict"], path)
+            info["cached"] = True
+            return info
+        print(f"{path}: made with other settings ({info.get('settings')}), retraining with {settings}")
     plan = None
     if max_steps is None:
         plan = steps_for_budget(datamodule, preset.pretrain_tokens, seed=seed)
@@ -572,6 +580,7 @@ def pretrain(
         "val": evaluate_pretraining(model, datamodule.heldout_dataloader()),
         "history": history[:: max(1, len(history) // 400)],  # ≤ ~400 points for the loss curve
         "cached": False,
+        "settings": settings,
     }
     if plan is not None:
         info["budget"] = plan

@@ -145,6 +145,11 @@ def test_pretrain_learns_caches_and_refuses_a_mismatched_checkpoint(runs_tmp):
     torch.testing.assert_close(again.out.weight, model.out.weight)
     with pytest.raises(RuntimeError, match=r"missing keys .*unexpected keys"):
         train.pretrain(ToyWide(), toy_datamodule(), preset, "toy")
+    # another budget must not reuse the checkpoint: it retrains, and the new one is cached
+    longer = preset.replace(pretrain_tokens=16 * 4 * 80)
+    retrained = train.pretrain(ToyLM(), toy_datamodule(), longer, "toy")
+    assert not retrained["cached"] and retrained["steps"] == 80
+    assert train.pretrain(ToyLM(), toy_datamodule(), longer, "toy")["cached"]
 
 
 class ToyWide(ToyLM):
