@@ -47,7 +47,7 @@ class Preset:
     finetune_lr: float
     seeds: tuple[int, ...]
     label_counts: tuple[int, ...] = field(default=(100, 300, 1000))  # label-efficiency curve
-    # seeds of the ablations (GPT without its auxiliary LM loss, ELMo's fine-tuned biLM); the main
+    # seeds of the ablations (GPT without its auxiliary LM loss, ELMo's frozen biLM); the main
     # pretrained-vs-random comparison always uses `seeds`. None: the same as `seeds`.
     ablation_seeds: tuple[int, ...] | None = None
     notebook_timeout_s: int = 3600  # papermill per-cell limit used by `make report`

@@ -155,8 +155,7 @@ class ScalarMix(nn.Module):
         self.gamma = nn.Parameter(torch.ones(()))
         self.layer_norm = layer_norm
 
-    def forward(self, layers: Sequence[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``mask`` is accepted for the classifier's call signature; padding is pooled away later."""
+    def forward(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(layers) != len(self.weights):
             raise ValueError(f"ScalarMix built for {len(self.weights)} layers, got {len(layers)}")
         norm = torch.softmax(self.weights, dim=0)
@@ -254,7 +253,7 @@ class SentimentClassifier(pl.LightningModule):
         elif rule == "mean":
             pooled = masked_mean(h, mask)
         else:
-            pooled = masked_mean(self.mix(hidden, mask), mask)
+            pooled = masked_mean(self.mix(hidden), mask)  # per-token mix; padding is averaged away
         return pooled, hidden  # (B, H)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -546,10 +545,11 @@ def pretrain(
     Returns the record's ``pretraining`` part: tokens, steps, seconds, final loss, history.
     """
     path = runs_dir() / preset.name / "pretrain" / f"{name}.pt"
+    lr = lr or preset.pretrain_lr
     # What the checkpoint depends on besides the model's shape (which _load_checked checks): a
     # changed budget or schedule retrains instead of silently reusing an old checkpoint.
     settings = {"pretrain_tokens": preset.pretrain_tokens, "pretrain_seq_len": preset.pretrain_seq_len,
-                "pretrain_batch_size": preset.pretrain_batch_size, "pretrain_lr": lr or preset.pretrain_lr,
+                "pretrain_batch_size": preset.pretrain_batch_size, "pretrain_lr": lr,
                 "warmup_steps": preset.warmup_steps, "max_steps": max_steps, "seed": seed}
     if path.exists() and not force:
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -563,7 +563,7 @@ def pretrain(
     if max_steps is None:
         plan = steps_for_budget(datamodule, preset.pretrain_tokens, seed=seed)
         max_steps = plan["steps"]
-    module = Pretrainer(model, lr=lr or preset.pretrain_lr, warmup_steps=min(preset.warmup_steps, max_steps))
+    module = Pretrainer(model, lr=lr, warmup_steps=min(preset.warmup_steps, max_steps))
     run_dir = runs_dir() / preset.name / "pretrain" / name
     trainer = make_trainer(preset, run_dir, seed=seed, max_steps=max_steps, monitor=None,
                            precision=precision, log_every_n_steps=10)
