@@ -27,7 +27,7 @@ import pytorch_lightning as pl
 import torch
 import torchmetrics
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from nblib.presets import Preset
 
@@ -66,11 +66,55 @@ def _labelled_collate(collate: Collate) -> Callable[[list[tuple[str, int]]], dic
     return fn
 
 
+class LengthGroupedSampler(Sampler[int]):
+    """A shuffled order of review indices in which each run of ``batch_size`` has similar lengths.
+
+    A batch is padded to its longest review, and with random batches of 32 hotel reviews that is
+    almost always the 128-token cap (a third of the reviews reach it): ~1/3 of every fine-tuning
+    step is padding. Like Hugging Face's ``group_by_length``: shuffle, cut into "mega-batches" of
+    ``group_batches`` batches, sort each by length, then shuffle the batches. Randomness comes from
+    torch's global generator (as ``RandomSampler``'s), so ``seed_everything`` fixes it and each
+    epoch differs. The padded width of a batch falls from ~128 to ~86 tokens on the hotel reviews.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, group_batches: int = 50):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.lengths = torch.as_tensor(list(lengths))
+        self.batch_size = batch_size
+        self.group_size = batch_size * group_batches
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths))
+        batches = []
+        for start in range(0, len(order), self.group_size):
+            group = order[start : start + self.group_size]
+            group = group[torch.argsort(self.lengths[group], descending=True, stable=True)]
+            batches += list(group.split(self.batch_size))
+        # The one short batch (the last of the last group) stays last, so the DataLoader, which cuts
+        # this order every `batch_size` indices, cuts exactly these batches.
+        full = [b for b in batches if len(b) == self.batch_size]
+        rest = [b for b in batches if len(b) != self.batch_size]
+        shuffled = [full[i] for i in torch.randperm(len(full)).tolist()] + rest
+        for batch in shuffled:
+            yield from batch.tolist()
+
+
+def length_sorted(lengths: Sequence[int]) -> list[int]:
+    """Indices longest first: evaluation batches then pad little (metrics ignore the order)."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
 class ClassificationDataModule(pl.LightningDataModule):
     """Hotel reviews for fine-tuning: train/val/test frames (``text``, ``label``) and a collate.
 
     ``collate`` turns a list of texts into the model's input dict (e.g. a tokenizer's
-    ``batch_encode`` with a fixed ``max_len``); labels are added here.
+    ``batch_encode`` with a fixed ``max_len``); labels are added here. With ``group_by_length``
+    (default) batches hold reviews of similar length in characters (:class:`LengthGroupedSampler`),
+    which cuts the padding a batch carries by a third on the hotel reviews.
     """
 
     def __init__(
@@ -81,8 +125,10 @@ class ClassificationDataModule(pl.LightningDataModule):
         collate: Collate,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
+        group_by_length: bool = True,
     ):
         super().__init__()
+        self.group_by_length = group_by_length
         self.frames = {"train": train, "val": val, "test": test}
         for name, frame in self.frames.items():
             if not {"text", "label"} <= set(frame.columns):
@@ -97,7 +143,11 @@ class ClassificationDataModule(pl.LightningDataModule):
         frame = self.frames[name]
         dataset = _TextDataset(frame["text"].tolist(), frame["label"].tolist())
         size = self.batch_size if name == "train" else self.eval_batch_size
-        return DataLoader(dataset, batch_size=size, shuffle=shuffle, collate_fn=self.collate)
+        if not self.group_by_length:
+            return DataLoader(dataset, batch_size=size, shuffle=shuffle, collate_fn=self.collate)
+        lengths = [len(t) for t in dataset.texts]
+        sampler = LengthGroupedSampler(lengths, size) if shuffle else length_sorted(lengths)
+        return DataLoader(dataset, batch_size=size, sampler=sampler, collate_fn=self.collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -438,17 +488,21 @@ def score_predictions(
 def predict(
     model: SentimentClassifier, texts: Sequence[str], collate: Collate, batch_size: int = 64
 ) -> tuple[list[int], list[float], float]:
-    """Predicted labels, positive-class probabilities and reviews/s for ``texts`` (eval mode)."""
+    """Predicted labels, positive-class probabilities and reviews/s for ``texts`` (eval mode).
+
+    Reviews are batched longest first (less padding) and the answers returned in input order."""
     model.eval()
     device = next(model.parameters()).device
-    labels: list[int] = []
-    probs: list[float] = []
+    order = length_sorted([len(t) for t in texts])
+    labels = [0] * len(texts)
+    probs = [0.0] * len(texts)
     start = time.perf_counter()
-    for i in range(0, len(texts), batch_size):
-        batch = {k: v.to(device) for k, v in collate(list(texts[i : i + batch_size])).items()}
+    for i in range(0, len(order), batch_size):
+        rows = order[i : i + batch_size]
+        batch = {k: v.to(device) for k, v in collate([texts[r] for r in rows]).items()}
         p = torch.softmax(model(batch).float(), dim=-1)
-        labels += p.argmax(-1).tolist()
-        probs += p[:, 1].tolist()
+        for r, label, prob in zip(rows, p.argmax(-1).tolist(), p[:, 1].tolist(), strict=True):
+            labels[r], probs[r] = label, prob
     seconds = time.perf_counter() - start
     return labels, probs, len(texts) / max(seconds, 1e-9)
 

@@ -94,6 +94,36 @@ def test_datamodule_validates_frames():
         train.ClassificationDataModule(pd.DataFrame({"review": ["x"]}), None, None, lambda t: {})
 
 
+def test_length_grouped_batches_cover_every_review_once_and_pad_less():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 130, (1000,), generator=g).tolist()
+    torch.manual_seed(1)
+    order = list(train.LengthGroupedSampler(lengths, batch_size=32, group_batches=10))
+    assert sorted(order) == list(range(1000))
+    torch.manual_seed(1)
+    assert list(train.LengthGroupedSampler(lengths, 32, 10)) == order  # seed_everything fixes it
+    assert list(train.LengthGroupedSampler(lengths, 32, 10)) != order  # and each epoch differs
+    batches = [order[i : i + 32] for i in range(0, 1000, 32)]
+    assert all(len(b) == 32 for b in batches[:-1])  # the DataLoader cuts the sampler's batches
+    grouped_width = sum(max(lengths[i] for i in b) for b in batches) / len(batches)
+    random_width = sum(max(lengths[i : i + 32]) for i in range(0, 1000, 32)) / len(batches)
+    assert grouped_width < 0.8 * random_width, (grouped_width, random_width)
+
+
+def test_predict_answers_in_input_order(tokenizer):
+    texts = ["好", "差差差差差差", "房间好好好", "差", "前台服务差差"]
+
+    def collate(batch):
+        return tokenizer.batch_encode(batch, 16)
+
+    torch.manual_seed(0)
+    model = train.SentimentClassifier(StaticEmbedding(tokenizer.vocab_size, 8), "mean")
+    labels, probs, _ = train.predict(model, texts, collate, batch_size=2)
+    one_by_one = [train.predict(model, [t], collate)[1][0] for t in texts]
+    assert probs == pytest.approx(one_by_one, abs=1e-6)
+    assert labels == [int(p > 0.5) for p in one_by_one]
+
+
 def test_records_with_problems_name_the_file(tmp_path):
     path = tmp_path / "result.json"
     path.write_text(json.dumps({"model": "bert"}), encoding="utf-8")
