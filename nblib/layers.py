@@ -87,6 +87,10 @@ def attention(
     ``fast=True`` computes the same thing with ``F.scaled_dot_product_attention`` (a fused kernel,
     quicker and lighter on memory); tests check that both paths agree.
     """
+    if causal and q.size(-2) == 1:
+        # One query, the newest position (a cached generation step): it may see every key, so the
+        # causal mask has nothing to hide and building it would be pure overhead per token.
+        causal = False
     if fast:
         if causal and key_padding_mask is None and q.size(-2) == k.size(-2):
             # A plain causal pattern: let the kernel build it (its fused causal path skips the

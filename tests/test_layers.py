@@ -65,6 +65,16 @@ def test_unpadded_causal_fast_path_matches_written_out() -> None:
     assert torch.equal(moved[:, :, :-1], fast[:, :, :-1])
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_one_cached_query_sees_every_key_like_the_last_row_of_a_full_pass(fast: bool) -> None:
+    q, k, v = _qkv()
+    full = attention(q, k, v, causal=True, fast=fast)  # (B, nh, T, d)
+    newest = attention(q[:, :, -1:], k, v, causal=True, fast=fast)  # a generation step with a cache
+    assert torch.allclose(newest, full[:, :, -1:], atol=1e-6)
+    first = attention(q[:, :, :1], k[:, :, :1], v[:, :, :1], causal=True, fast=fast)
+    assert torch.allclose(first, full[:, :, :1], atol=1e-6)
+
+
 def test_masked_keys_get_zero_weight() -> None:
     q, k, _ = _qkv()
     mask = _padding_mask()
