@@ -72,11 +72,16 @@ class BertConfig:
         return cls(vocab_size=vocab_size, **changes)
 
     @classmethod
-    def from_preset(cls, preset: Any, vocab_size: int, **changes: Any) -> BertConfig:
-        """The Transformer size of an ``nblib.presets.Preset`` (shared with GPT)."""
+    def from_preset(cls, preset: Any, vocab_size: int, pretraining: bool = False,
+                    **changes: Any) -> BertConfig:
+        """The Transformer size of an ``nblib.presets.Preset`` (shared with GPT); ``pretraining``
+        sets both dropouts to the preset's ``pretrain_dropout`` (the weights are the same)."""
         sizes = dict(hidden_size=preset.hidden_size, num_hidden_layers=preset.num_layers,
                      num_attention_heads=preset.num_heads, intermediate_size=preset.intermediate_size,
                      max_position_embeddings=max(512, preset.max_len, preset.pretrain_seq_len))
+        if pretraining:
+            sizes.update(hidden_dropout_prob=preset.pretrain_dropout,
+                         attention_probs_dropout_prob=preset.pretrain_dropout)
         return cls(vocab_size=vocab_size, **{**sizes, **changes})
 
     @classmethod

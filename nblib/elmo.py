@@ -105,11 +105,14 @@ class ElmoConfig:
 
     @classmethod
     def from_preset(cls, preset: Any, char_vocab_size: int, word_vocab_size: int,
-                    **overrides: Any) -> ElmoConfig:
-        """The size an :class:`nblib.presets.Preset` gives ELMo (a smaller CNN below P = 64)."""
+                    pretraining: bool = False, **overrides: Any) -> ElmoConfig:
+        """The size an :class:`nblib.presets.Preset` gives ELMo (a smaller CNN below P = 64);
+        ``pretraining`` sets the dropout to the preset's ``pretrain_dropout``."""
         base: dict[str, Any] = dict(
             char_vocab_size=char_vocab_size, word_vocab_size=word_vocab_size,
             projection_dim=preset.elmo_projection, cell_size=preset.elmo_cell_size)
+        if pretraining:
+            base["dropout"] = preset.pretrain_dropout
         if preset.elmo_projection < 64:
             base.update(TINY_CNN)
         return cls(**{**base, **overrides})

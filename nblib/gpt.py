@@ -69,11 +69,16 @@ class GPTConfig:
         return cls(**{**base, **overrides})
 
     @classmethod
-    def from_preset(cls, preset: Any, vocab_size: int, **overrides: Any) -> GPTConfig:
-        """The size an :class:`nblib.presets.Preset` gives BERT too, so parameter counts match."""
+    def from_preset(cls, preset: Any, vocab_size: int, pretraining: bool = False,
+                    **overrides: Any) -> GPTConfig:
+        """The size an :class:`nblib.presets.Preset` gives BERT too, so parameter counts match;
+        ``pretraining`` sets the three dropouts to the preset's ``pretrain_dropout``."""
         base = dict(vocab_size=vocab_size, n_positions=max(preset.max_len, preset.pretrain_seq_len),
                     n_embd=preset.hidden_size, n_layer=preset.num_layers, n_head=preset.num_heads,
                     n_inner=preset.intermediate_size)
+        if pretraining:
+            drop = preset.pretrain_dropout
+            base.update(resid_pdrop=drop, embd_pdrop=drop, attn_pdrop=drop)
         return cls(**{**base, **overrides})
 
     @classmethod

@@ -610,7 +610,8 @@ def pretrain(
     # changed budget or schedule retrains instead of silently reusing an old checkpoint.
     settings = {"pretrain_tokens": preset.pretrain_tokens, "pretrain_seq_len": preset.pretrain_seq_len,
                 "pretrain_batch_size": preset.pretrain_batch_size, "pretrain_lr": lr,
-                "warmup_steps": preset.warmup_steps, "max_steps": max_steps, "seed": seed}
+                "warmup_steps": preset.warmup_steps, "pretrain_dropout": preset.pretrain_dropout,
+                "max_steps": max_steps, "seed": seed}
     if path.exists() and not force:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         info = json.loads(saved["info"])

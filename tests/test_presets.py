@@ -40,3 +40,20 @@ def test_ablation_seeds_default_to_the_main_seeds():
     full = get_preset("full")
     assert full.ablation_seeds is None and full.seeds_for_ablations == full.seeds
     assert get_preset("smoke").replace(ablation_seeds=(3,)).seeds_for_ablations == (3,)
+
+
+def test_pretraining_configs_take_the_preset_dropout_and_keep_the_shapes():
+    from nblib import bert, elmo, gpt
+
+    small = get_preset("small").replace(pretrain_dropout=0.05)
+    b = bert.BertConfig.from_preset(small, 100, pretraining=True)
+    assert (b.hidden_dropout_prob, b.attention_probs_dropout_prob) == (0.05, 0.05)
+    assert bert.BertConfig.from_preset(small, 100).hidden_dropout_prob == 0.1  # fine-tuning
+    g = gpt.GPTConfig.from_preset(small, 100, pretraining=True)
+    assert (g.resid_pdrop, g.embd_pdrop, g.attn_pdrop) == (0.05, 0.05, 0.05)
+    e = elmo.ElmoConfig.from_preset(small, 100, 200, pretraining=True)
+    assert e.dropout == 0.05 and elmo.ElmoConfig.from_preset(small, 100, 200).dropout == 0.1
+    # a checkpoint pretrained without dropout loads into the fine-tuning model unchanged
+    smoke = get_preset("smoke")
+    pretrained = gpt.GPT(gpt.GPTConfig.from_preset(smoke, 50, pretraining=True))
+    gpt.GPT(gpt.GPTConfig.from_preset(smoke, 50)).load_state_dict(pretrained.state_dict())

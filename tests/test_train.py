@@ -180,6 +180,9 @@ def test_pretrain_learns_caches_and_refuses_a_mismatched_checkpoint(runs_tmp):
     retrained = train.pretrain(ToyLM(), toy_datamodule(), longer, "toy")
     assert not retrained["cached"] and retrained["steps"] == 80
     assert train.pretrain(ToyLM(), toy_datamodule(), longer, "toy")["cached"]
+    # nor another pretraining dropout (same shapes, other weights)
+    dropped = train.pretrain(ToyLM(), toy_datamodule(), longer.replace(pretrain_dropout=0.1), "toy")
+    assert not dropped["cached"] and dropped["settings"]["pretrain_dropout"] == 0.1
 
 
 class ToyWide(ToyLM):
