@@ -1,0 +1,110 @@
+"""Recipe experiments behind the `small` preset: pretrain BERT or GPT with the preset's settings, then
+fine-tune several variants on seed 0 and print validation and test metrics (one JSON line per run).
+
+Not part of the tests or of `make report`: this is how the pretraining and fine-tuning choices in
+``nblib/presets.py`` were measured (numbers in the issue notes). Runs are kept under /tmp; the
+pretraining checkpoint goes to ``runs/<preset>/pretrain/<name>.pt`` through ``train.pretrain``, so
+with ``--name bert`` / ``--name gpt`` lessons 03 and 04 reuse it (same settings, same seed).
+
+    .venv/bin/python experiments/recipes.py --model bert --name bert \\
+        --jobs '[{"variant": "pretrained"}, {"variant": "random"}, {"variant": "pretrained", "pooling": "mix"}]'
+    .venv/bin/python experiments/recipes.py --model gpt --name gpt --pre '{"pretrain_tokens": 4000000}' \\
+        --jobs '[{"variant": "pretrained", "lm": 0.5}, {"variant": "random", "lm": 0.5}]'
+
+A job is a dict: variant (pretrained | random), pooling (cls | last | mean | mix), lr, lm (GPT's λ),
+freeze (train the head only), fdrop (fine-tuning dropout), epochs, n (labelled reviews), seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from nblib import bert, data, gpt, text, train
+from nblib.presets import get_preset
+
+JOB_KEYS = {"variant", "pooling", "lr", "lm", "freeze", "fdrop", "epochs", "n", "seed"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("bert", "gpt"), default="bert")
+    parser.add_argument("--name", required=True, help="pretraining cache name (bert/gpt: the lessons')")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--pre", default="{}", help="preset overrides as JSON, e.g. pretrain_tokens")
+    parser.add_argument("--jobs", default='[{"variant": "pretrained"}, {"variant": "random"}]')
+    parser.add_argument("--out", default="/tmp/nblib-recipes/results.jsonl")
+    args = parser.parse_args()
+    jobs = json.loads(args.jobs)
+    for job in jobs:
+        if unknown := set(job) - JOB_KEYS:
+            raise SystemExit(f"unknown job key(s) {sorted(unknown)}; known: {sorted(JOB_KEYS)}")
+
+    preset = get_preset(args.preset).replace(**json.loads(args.pre))
+    preset.configure_torch()
+    split = data.split().limit(preset.max_train_reviews, preset.max_eval_reviews)
+    corpus = data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=0)
+    tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
+    n_heldout = max(1, len(corpus) // 100)
+
+    def make_model(pretraining: bool, **changes: float) -> torch.nn.Module:
+        if args.model == "bert":  # lesson 03's recipe: pre-LN, no NSP, character masking
+            config = bert.BertConfig.from_preset(preset, tokenizer.vocab_size, pretraining, pre_ln=True)
+            if "dropout" in changes:
+                config.hidden_dropout_prob = config.attention_probs_dropout_prob = changes["dropout"]
+            return bert.BertForPreTraining(config)
+        config = gpt.GPTConfig.from_preset(preset, tokenizer.vocab_size, pretraining)
+        if "dropout" in changes:
+            config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = changes["dropout"]
+        return gpt.GPT(config)
+
+    torch.manual_seed(0)
+    model = make_model(pretraining=True)
+    if args.model == "bert":
+        collate = bert.make_collate(tokenizer, preset.pretrain_seq_len)
+    else:
+        collate = functools.partial(gpt.collate_causal_lm, tokenizer=tokenizer, max_len=preset.pretrain_seq_len)
+    lm_data = train.LanguageModelDataModule(corpus[:-n_heldout], corpus[-n_heldout:], collate,
+                                            preset.pretrain_batch_size)
+    info = train.pretrain(model, lm_data, preset, args.name, seed=0)
+    pretrained_state = {k: v.clone() for k, v in model.state_dict().items()}
+    print("pretraining", {k: v for k, v in info.items() if k != "history"}, flush=True)
+
+    def classify_collate(texts: list[str]) -> dict[str, torch.Tensor]:
+        return tokenizer.batch_encode(texts, preset.max_len)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for number, job in enumerate(jobs):
+        seed = job.get("seed", 0)
+        torch.manual_seed(seed)
+        encoder = make_model(pretraining=False, **({"dropout": job["fdrop"]} if "fdrop" in job else {}))
+        if job["variant"] == "pretrained":
+            encoder.load_state_dict(pretrained_state)
+        pooling = job.get("pooling", "cls" if args.model == "bert" else "last")
+        classifier = train.SentimentClassifier(
+            encoder, pooling=pooling, lr=job.get("lr", preset.finetune_lr), lm_loss_weight=job.get("lm", 0.0),
+            freeze_encoder=job.get("freeze", False), num_layers=preset.num_layers + 1, mix_layer_norm=True)
+        frame = train.subsample(split.train, job.get("n"), seed=0)
+        datamodule = train.ClassificationDataModule(frame, split.val, split.test, classify_collate,
+                                                    preset.finetune_batch_size)
+        started = time.time()
+        _, results = train.fit_classifier(classifier, datamodule, classify_collate, preset,
+                                          out.parent / args.name / str(number), seed=seed,
+                                          max_epochs=job.get("epochs"))
+        row = {"model": args.model, "name": args.name, "pre": json.loads(args.pre), **job,
+               "val_acc": round(results["val"]["accuracy"], 4), "val_f1": round(results["val"]["macro_f1"], 4),
+               "test_acc": round(results["test"]["accuracy"], 4), "test_f1": round(results["test"]["macro_f1"], 4),
+               "seconds": round(time.time() - started, 1), "pretraining_val": info.get("val")}
+        print(json.dumps(row), flush=True)
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
