@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="pretraining cache name (bert/gpt: the lessons')")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--pre", default="{}", help="preset overrides as JSON, e.g. pretrain_tokens")
+    parser.add_argument("--mlm", type=float, default=0.15, help="BERT's masking rate while pretraining")
     parser.add_argument("--jobs", default='[{"variant": "pretrained"}, {"variant": "random"}]')
     parser.add_argument("--out", default="/tmp/nblib-recipes/results.jsonl")
     args = parser.parse_args()
@@ -66,7 +67,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = make_model(pretraining=True)
     if args.model == "bert":
-        collate = bert.make_collate(tokenizer, preset.pretrain_seq_len)
+        collate = bert.make_collate(tokenizer, preset.pretrain_seq_len, mlm_probability=args.mlm)
     else:
         collate = functools.partial(gpt.collate_causal_lm, tokenizer=tokenizer, max_len=preset.pretrain_seq_len)
     lm_data = train.LanguageModelDataModule(corpus[:-n_heldout], corpus[-n_heldout:], collate,
@@ -97,7 +98,7 @@ def main() -> None:
         _, results = train.fit_classifier(classifier, datamodule, classify_collate, preset,
                                           out.parent / args.name / str(number), seed=seed,
                                           max_epochs=job.get("epochs"))
-        row = {"model": args.model, "name": args.name, "pre": json.loads(args.pre), **job,
+        row = {"model": args.model, "name": args.name, "pre": json.loads(args.pre), "mlm": args.mlm, **job,
                "val_acc": round(results["val"]["accuracy"], 4), "val_f1": round(results["val"]["macro_f1"], 4),
                "test_acc": round(results["test"]["accuracy"], 4), "test_f1": round(results["test"]["macro_f1"], 4),
                "seconds": round(time.time() - started, 1), "pretraining_val": info.get("val")}
