@@ -51,8 +51,8 @@ class Preset:
     # pretrained-vs-random comparison always uses `seeds`. None: the same as `seeds`.
     ablation_seeds: tuple[int, ...] | None = None
     # dropout inside the models while they pretrain (fine-tuning keeps each config's 0.1): the small
-    # budget reads the corpus about three times, too few passes to overfit, and without dropout the
-    # same steps learn more (Cramming, Geiping & Goldstein 2022; a pretraining-only change).
+    # budget reads the corpus about three times, too few passes to overfit, and budget BERTs learn
+    # more per step without it (Cramming, Geiping & Goldstein 2022; not measured side by side here).
     pretrain_dropout: float = 0.0
     notebook_timeout_s: int = 3600  # papermill per-cell limit used by `make report`
     num_threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
