@@ -46,6 +46,10 @@ def main() -> None:
         if unknown := set(job) - JOB_KEYS:
             raise SystemExit(f"unknown job key(s) {sorted(unknown)}; known: {sorted(JOB_KEYS)}")
 
+    if args.mlm != 0.15 and args.name in ("bert", "gpt"):
+        # the cache's settings do not hold the masking rate: lesson 03 would reuse this checkpoint
+        raise SystemExit(f"--mlm {args.mlm} with --name {args.name} would replace the lessons' "
+                         "checkpoint; pick another --name")
     preset = get_preset(args.preset).replace(**json.loads(args.pre))
     preset.configure_torch()
     split = data.split().limit(preset.max_train_reviews, preset.max_eval_reviews)
