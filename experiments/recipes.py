@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--pre", default="{}", help="preset overrides as JSON, e.g. pretrain_tokens")
     parser.add_argument("--mlm", type=float, default=0.15, help="BERT's masking rate while pretraining")
+    parser.add_argument("--hotel-repeats", type=int, default=1,
+                        help="read the hotel train reviews this many times per pass (task-adaptive)")
     parser.add_argument("--jobs", default='[{"variant": "pretrained"}, {"variant": "random"}]')
     parser.add_argument("--out", default="/tmp/nblib-recipes/results.jsonl")
     args = parser.parse_args()
@@ -46,9 +48,9 @@ def main() -> None:
         if unknown := set(job) - JOB_KEYS:
             raise SystemExit(f"unknown job key(s) {sorted(unknown)}; known: {sorted(JOB_KEYS)}")
 
-    if args.mlm != 0.15 and args.name in ("bert", "gpt"):
+    if (args.mlm != 0.15 or args.hotel_repeats != 1) and args.name in ("bert", "gpt"):
         # the cache's settings do not hold the masking rate: lesson 03 would reuse this checkpoint
-        raise SystemExit(f"--mlm {args.mlm} with --name {args.name} would replace the lessons' "
+        raise SystemExit(f"--mlm/--hotel-repeats with --name {args.name} would replace the lessons' "
                          "checkpoint; pick another --name")
     preset = get_preset(args.preset).replace(**json.loads(args.pre))
     preset.configure_torch()
@@ -74,7 +76,11 @@ def main() -> None:
         collate = bert.make_collate(tokenizer, preset.pretrain_seq_len, mlm_probability=args.mlm)
     else:
         collate = functools.partial(gpt.collate_causal_lm, tokenizer=tokenizer, max_len=preset.pretrain_seq_len)
-    lm_data = train.LanguageModelDataModule(corpus[:-n_heldout], corpus[-n_heldout:], collate,
+    train_texts = corpus[:-n_heldout]
+    if args.hotel_repeats > 1:  # TAPT (Gururangan et al. 2020): more of the task's own unlabelled text
+        hotel = set(split.train["text"])
+        train_texts = train_texts + [t for t in train_texts if t in hotel] * (args.hotel_repeats - 1)
+    lm_data = train.LanguageModelDataModule(train_texts, corpus[-n_heldout:], collate,
                                             preset.pretrain_batch_size)
     info = train.pretrain(model, lm_data, preset, args.name, seed=0)
     pretrained_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -102,7 +108,8 @@ def main() -> None:
         _, results = train.fit_classifier(classifier, datamodule, classify_collate, preset,
                                           out.parent / args.name / str(number), seed=seed,
                                           max_epochs=job.get("epochs"))
-        row = {"model": args.model, "name": args.name, "pre": json.loads(args.pre), "mlm": args.mlm, **job,
+        row = {"model": args.model, "name": args.name, "pre": json.loads(args.pre), "mlm": args.mlm,
+               "hotel_repeats": args.hotel_repeats, **job,
                "val_acc": round(results["val"]["accuracy"], 4), "val_f1": round(results["val"]["macro_f1"], 4),
                "test_acc": round(results["test"]["accuracy"], 4), "test_f1": round(results["test"]["macro_f1"], 4),
                "seconds": round(time.time() - started, 1), "pretraining_val": info.get("val")}
