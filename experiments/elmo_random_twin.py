@@ -1,0 +1,71 @@
+"""Why lesson 02's random-init biLM never leaves the majority class: its features, and one-epoch
+fine-tuning runs at several learning rates and poolings (one JSON line per run).
+
+Not part of the tests or of `make report`. Run with the runs kept out of the lessons' folder:
+
+    NBLIB_RUNS_DIR=/tmp/elmo-twin .venv/bin/python experiments/elmo_random_twin.py \\
+        --runs '[[2e-4, "mix", true], [1e-3, "mix", true], [3e-3, "mix", true], [2e-4, "mean", false]]'
+
+A run is [learning rate, pooling (mix | mean), layer-normalise each layer before the mix].
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from nblib import data, elmo, text, train
+from nblib.presets import get_preset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--cell", type=int, default=256, help="LSTM cells (lesson 02's ELMO_CELL)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--runs", default='[[2e-4, "mix", true]]')
+    args = parser.parse_args()
+
+    preset = get_preset(args.preset)
+    preset.configure_torch()
+    split = data.split().limit(preset.max_train_reviews, preset.max_eval_reviews)
+    corpus = data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=0)
+    chars = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
+    words = text.WordTokenizer.build(corpus, max_size=preset.elmo_word_vocab)
+    config = elmo.ElmoConfig.from_preset(preset, chars.vocab_size, words.vocab_size, cell_size=args.cell)
+    collate = elmo.make_collate(words, chars, preset.max_words, config.max_chars_per_word)
+
+    # The features a random biLM hands the classifier, on 64 training reviews: how much each layer
+    # varies from word to word, and how much its review average varies from review to review.
+    torch.manual_seed(0)
+    batch = collate(split.train["text"].tolist()[:64])
+    mask = batch["attention_mask"]
+    with torch.no_grad():
+        layers = elmo.BiLM(config).eval().encode(batch["input_ids"], mask, batch["char_ids"])
+    for number, h in enumerate(layers):
+        pooled = train.masked_mean(h, mask)
+        print(json.dumps({"layer": number, "per_word_std": round(float(h[mask.bool()].std()), 4),
+                          "pooled_std_across_reviews": round(float(pooled.std(0).mean()), 4),
+                          "pooled_mean_abs": round(float(pooled.abs().mean()), 4)}), flush=True)
+
+    for lr, pooling, layer_norm in json.loads(args.runs):
+        torch.manual_seed(0)
+        classifier = train.SentimentClassifier(elmo.BiLM(config), pooling=pooling, lr=lr,
+                                               num_layers=config.n_layers + 1, mix_layer_norm=layer_norm)
+        datamodule = train.ClassificationDataModule(split.train, split.val, split.test, collate,
+                                                    preset.finetune_batch_size)
+        started = time.time()
+        _, results = train.fit_classifier(classifier, datamodule, collate, preset,
+                                          train.runs_dir() / "elmo-twin" / f"{lr}-{pooling}-{layer_norm}",
+                                          seed=0, max_epochs=args.epochs)
+        print(json.dumps({"lr": lr, "pooling": pooling, "mix_layer_norm": layer_norm, "epochs": args.epochs,
+                          "val_acc": round(results["val"]["accuracy"], 4),
+                          "test_acc": round(results["test"]["accuracy"], 4),
+                          "seconds": round(time.time() - started)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
