@@ -49,7 +49,7 @@ def main() -> None:
             raise SystemExit(f"unknown job key(s) {sorted(unknown)}; known: {sorted(JOB_KEYS)}")
 
     if (args.mlm != 0.15 or args.hotel_repeats != 1) and args.name in ("bert", "gpt"):
-        # the cache's settings do not hold the masking rate: lesson 03 would reuse this checkpoint
+        # the cache's settings hold neither the masking rate nor the corpus mix: a lesson would reuse it
         raise SystemExit(f"--mlm/--hotel-repeats with --name {args.name} would replace the lessons' "
                          "checkpoint; pick another --name")
     preset = get_preset(args.preset).replace(**json.loads(args.pre))
