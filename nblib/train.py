@@ -11,6 +11,7 @@ which returns every layer's hidden states ``(L+1) × (B, T, H)``.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -597,7 +598,10 @@ def pretrain(
     """Pretrain ``model`` for the preset's token budget, or load the cached checkpoint.
 
     Without ``max_steps`` the number of steps is :func:`steps_for_budget`: the preset's
-    ``pretrain_tokens`` counted as real (unpadded) tokens.
+    ``pretrain_tokens`` counted as real (unpadded) tokens, capped by ``preset.pretrain_max_minutes``
+    at the steps that fit in that time at the speed :func:`time_pretraining_steps` measures (the
+    schedule is planned for the capped number, so its cosine still ends where training does).
+    The plan is kept in the result's ``budget``.
 
     The checkpoint lives in ``runs/<preset>/pretrain/<name>.pt`` with the loss history and the
     budget actually spent; a rerun with the same pretraining settings (budget, batch, schedule,
@@ -611,6 +615,7 @@ def pretrain(
     settings = {"pretrain_tokens": preset.pretrain_tokens, "pretrain_seq_len": preset.pretrain_seq_len,
                 "pretrain_batch_size": preset.pretrain_batch_size, "pretrain_lr": lr,
                 "warmup_steps": preset.warmup_steps, "pretrain_dropout": preset.pretrain_dropout,
+                "pretrain_max_minutes": None if max_steps is not None else preset.pretrain_max_minutes,
                 "max_steps": max_steps, "seed": seed}
     if path.exists() and not force:
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -624,6 +629,13 @@ def pretrain(
     if max_steps is None:
         plan = steps_for_budget(datamodule, preset.pretrain_tokens, seed=seed)
         max_steps = plan["steps"]
+        if preset.pretrain_max_minutes is not None:
+            seconds_per_step = time_pretraining_steps(model, datamodule, lr)
+            in_time = max(1, int(preset.pretrain_max_minutes * 60 / seconds_per_step))
+            max_steps = min(max_steps, in_time)
+            plan.update({"max_minutes": preset.pretrain_max_minutes, "seconds_per_step": round(seconds_per_step, 4),
+                         "steps_in_time_cap": in_time, "capped": in_time < plan["steps"],
+                         "steps_planned": max_steps})
     module = Pretrainer(model, lr=lr, warmup_steps=min(preset.warmup_steps, max_steps))
     run_dir = runs_dir() / preset.name / "pretrain" / name
     trainer = make_trainer(preset, run_dir, seed=seed, max_steps=max_steps, monitor=None,
@@ -671,6 +683,50 @@ def steps_for_budget(datamodule: LanguageModelDataModule, budget_tokens: int, *,
     per_step = sum(counts) / len(counts)
     return {"budget_tokens": budget_tokens, "tokens_per_step_estimate": round(per_step, 1),
             "steps": max(1, math.ceil(budget_tokens / per_step))}
+
+
+def time_pretraining_steps(model: nn.Module, datamodule: LanguageModelDataModule, lr: float = 1e-3,
+                           steps: int = 10) -> float:
+    """Seconds per optimiser step of ``model``'s pretraining, timed on a throwaway copy. Introduced
+    in 03_bert (02_elmo writes the same probe by hand).
+
+    The batches are the first ones training will draw (length-grouped, so as little padding as in
+    training: random batches padded to their longest text overestimate the step time), collated by
+    the datamodule; one untimed step first, because the first call allocates. On a GPU the copy runs
+    there, under bf16 autocast where the trainer would use it. Lightning's own bookkeeping and the
+    held-out evaluation at the end are not included.
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    probe = copy.deepcopy(model).to(device).train()
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=lr)
+    batches = iter(datamodule.train_dataloader())
+
+    def one_step() -> None:
+        batch = {k: v.to(device) for k, v in next(batches).items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = probe.pretraining_step(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    try:
+        one_step()
+    except StopIteration:
+        raise ValueError("no pretraining batch to time: fewer texts than one batch") from None
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    done = 0
+    for _ in range(steps):
+        try:
+            one_step()
+        except StopIteration:  # a corpus shorter than the probe: time what there is
+            break
+        done += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / max(1, done)
 
 
 @torch.no_grad()

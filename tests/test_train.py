@@ -185,6 +185,33 @@ def test_pretrain_learns_caches_and_refuses_a_mismatched_checkpoint(runs_tmp):
     assert not dropped["cached"] and dropped["settings"]["pretrain_dropout"] == 0.1
 
 
+def test_time_cap_plans_fewer_steps_and_ends_the_schedule(runs_tmp, monkeypatch):
+    seconds = train.time_pretraining_steps(ToyLM(), toy_datamodule())
+    assert 0 < seconds < 5
+    # Pretend a step takes a second: a 0.5-minute cap leaves 30 of the budget's 60 steps.
+    monkeypatch.setattr(train, "time_pretraining_steps", lambda *args, **kwargs: 1.0)
+    preset = SMOKE.replace(pretrain_tokens=16 * 4 * 60, pretrain_seq_len=4, pretrain_batch_size=16,
+                           pretrain_lr=3e-2, pretrain_max_minutes=0.5)
+    info = train.pretrain(ToyLM(), toy_datamodule(), preset, "toy-capped")
+    assert info["steps"] == 30 and info["tokens"] == 30 * 16 * 4
+    budget = info["budget"]
+    assert budget["steps"] == 60 and budget["steps_in_time_cap"] == 30 and budget["capped"]
+    assert budget["seconds_per_step"] == 1.0 and budget["steps_planned"] == 30
+    # a cap that does not bind leaves the budget's steps; the cache key is the cap, not the speed
+    monkeypatch.setattr(train, "time_pretraining_steps", lambda *args, **kwargs: 0.001)
+    roomy = preset.replace(pretrain_max_minutes=10.0)
+    free = train.pretrain(ToyLM(), toy_datamodule(), roomy, "toy-capped")
+    assert not free["cached"] and free["steps"] == 60 and not free["budget"]["capped"]
+    monkeypatch.setattr(train, "time_pretraining_steps", lambda *args, **kwargs: 100.0)
+    assert train.pretrain(ToyLM(), toy_datamodule(), roomy, "toy-capped")["cached"]
+
+
+def test_timing_probe_refuses_a_corpus_smaller_than_a_batch():
+    tiny = train.LanguageModelDataModule([[1, 2, 3]] * 3, [[1, 2]], toy_datamodule().collate, batch_size=16)
+    with pytest.raises(ValueError, match="fewer texts than one batch"):
+        train.time_pretraining_steps(ToyLM(), tiny)
+
+
 class ToyWide(ToyLM):
     def __init__(self):
         nn.Module.__init__(self)
