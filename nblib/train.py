@@ -11,7 +11,6 @@ which returns every layer's hidden states ``(L+1) × (B, T, H)``.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -378,13 +377,15 @@ def _adamw_with_warmup(
         lr=lr,
         betas=betas,
     )
-    total = max(1, int(module.trainer.estimated_stepping_batches))
-    warm = int(warmup * total) if warmup < 1 else int(warmup)
-    warm = min(max(warm, 1), total)
+    planned = max(1, int(module.trainer.estimated_stepping_batches))
+    warm = int(warmup * planned) if warmup < 1 else int(warmup)
+    warm = min(max(warm, 1), planned)
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
+        # A time cap (TimeCap) may re-plan the run shorter: the cosine then ends where training does.
+        total = getattr(module, "planned_steps", None) or planned
         progress = (step - warm) / max(1, total - warm)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -410,6 +411,7 @@ def make_trainer(
     precision: str | None = None,
     log_every_n_steps: int = 20,
     val_check_interval: int | float | None = None,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> pl.Trainer:
     """A Lightning trainer set up the same way for every run of the course.
 
@@ -420,7 +422,7 @@ def make_trainer(
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     run_dir = Path(run_dir)
-    callbacks: list[pl.Callback] = [pl.callbacks.TQDMProgressBar(refresh_rate=10)]
+    callbacks = [pl.callbacks.TQDMProgressBar(refresh_rate=10), *callbacks]
     if monitor:
         callbacks.append(
             pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="max",
@@ -591,17 +593,25 @@ def pretrain(
     *,
     seed: int = 0,
     max_steps: int | None = None,
+    budget_steps: int | None = None,
     lr: float | None = None,
     precision: str | None = None,
+    recipe: dict | None = None,
     force: bool = False,
 ) -> dict:
     """Pretrain ``model`` for the preset's token budget, or load the cached checkpoint.
 
     Without ``max_steps`` the number of steps is :func:`steps_for_budget`: the preset's
-    ``pretrain_tokens`` counted as real (unpadded) tokens, capped by ``preset.pretrain_max_minutes``
-    at the steps that fit in that time at the speed :func:`time_pretraining_steps` measures (the
-    schedule is planned for the capped number, so its cosine still ends where training does).
-    The plan is kept in the result's ``budget``.
+    ``pretrain_tokens`` counted as real (unpadded) tokens, capped by ``preset.pretrain_max_minutes``:
+    :class:`TimeCap` re-plans the run from its measured speed to what fits in that time (the
+    schedule follows, so its cosine still ends where training does).
+    ``budget_steps`` replaces the token count where the budget is not counted in the batches'
+    ``attention_mask`` (ELMo's is in characters, its mask in words); the cap still applies. The plan
+    is kept in the result's ``budget``. ``max_steps`` fixes the steps: no budget, no cap.
+
+    ``recipe`` (JSON-able) names what else the lesson chose for this model (pre-LN, NSP, LSTM size):
+    it is part of the cache key, so a changed recipe retrains, and it is kept in the checkpoint for
+    later lessons (:func:`saved_pretraining`).
 
     The checkpoint lives in ``runs/<preset>/pretrain/<name>.pt`` with the loss history and the
     budget actually spent; a rerun with the same pretraining settings (budget, batch, schedule,
@@ -616,7 +626,7 @@ def pretrain(
                 "pretrain_batch_size": preset.pretrain_batch_size, "pretrain_lr": lr,
                 "warmup_steps": preset.warmup_steps, "pretrain_dropout": preset.pretrain_dropout,
                 "pretrain_max_minutes": None if max_steps is not None else preset.pretrain_max_minutes,
-                "max_steps": max_steps, "seed": seed}
+                "max_steps": max_steps, "budget_steps": budget_steps, "seed": seed, "recipe": recipe}
     if path.exists() and not force:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         info = json.loads(saved["info"])
@@ -627,19 +637,16 @@ def pretrain(
         print(f"{path}: made with other settings ({info.get('settings')}), retraining with {settings}")
     plan = None
     if max_steps is None:
-        plan = steps_for_budget(datamodule, preset.pretrain_tokens, seed=seed)
+        plan = (steps_for_budget(datamodule, preset.pretrain_tokens, seed=seed) if budget_steps is None
+                else {"budget_tokens": preset.pretrain_tokens, "steps": budget_steps})
         max_steps = plan["steps"]
-        if preset.pretrain_max_minutes is not None:
-            seconds_per_step = time_pretraining_steps(model, datamodule, lr)
-            in_time = max(1, int(preset.pretrain_max_minutes * 60 / seconds_per_step))
-            max_steps = min(max_steps, in_time)
-            plan.update({"max_minutes": preset.pretrain_max_minutes, "seconds_per_step": round(seconds_per_step, 4),
-                         "steps_in_time_cap": in_time, "capped": in_time < plan["steps"],
-                         "steps_planned": max_steps})
+    cap = None
+    if plan is not None and preset.pretrain_max_minutes is not None:
+        cap = TimeCap(preset.pretrain_max_minutes * 60, max_steps)
     module = Pretrainer(model, lr=lr, warmup_steps=min(preset.warmup_steps, max_steps))
     run_dir = runs_dir() / preset.name / "pretrain" / name
     trainer = make_trainer(preset, run_dir, seed=seed, max_steps=max_steps, monitor=None,
-                           precision=precision, log_every_n_steps=10)
+                           precision=precision, log_every_n_steps=10, callbacks=[cap] if cap else [])
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - start
@@ -654,15 +661,26 @@ def pretrain(
         "history": history[:: max(1, len(history) // 400)],  # ≤ ~400 points for the loss curve
         "cached": False,
         "settings": settings,
+        "recipe": recipe,
     }
     if plan is not None:
-        info["budget"] = plan
+        info["budget"] = plan if cap is None else {**plan, "time_cap": cap.report()}
     if trainer.is_global_zero:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save({"state_dict": model.state_dict(), "info": json.dumps(info)}, tmp)
         os.replace(tmp, path)  # a crash mid-save never leaves a half checkpoint under the real name
     return info
+
+
+def saved_pretraining(preset: Preset | str, name: str) -> dict | None:
+    """The info of the cached checkpoint ``runs/<preset>/pretrain/<name>.pt`` (settings, recipe,
+    budget, losses; no weights), or None when there is none. Lesson 06 reads the recipes with it."""
+    preset_name = preset if isinstance(preset, str) else preset.name
+    path = runs_dir() / preset_name / "pretrain" / f"{name}.pt"
+    if not path.exists():
+        return None
+    return json.loads(torch.load(path, map_location="cpu", weights_only=True)["info"])
 
 
 def steps_for_budget(datamodule: LanguageModelDataModule, budget_tokens: int, *, seed: int = 0,
@@ -685,48 +703,53 @@ def steps_for_budget(datamodule: LanguageModelDataModule, budget_tokens: int, *,
             "steps": max(1, math.ceil(budget_tokens / per_step))}
 
 
-def time_pretraining_steps(model: nn.Module, datamodule: LanguageModelDataModule, lr: float = 1e-3,
-                           steps: int = 10) -> float:
-    """Seconds per optimiser step of ``model``'s pretraining, timed on a throwaway copy. Introduced
-    in 03_bert (02_elmo writes the same probe by hand).
+class TimeCap(pl.Callback):
+    """Stop pretraining within ``max_seconds`` by re-planning its length from its own speed.
+    Introduced in 03_bert (02_elmo times a probe by hand to show what the cap allows).
 
-    The batches are the first ones training will draw (length-grouped, so as little padding as in
-    training: random batches padded to their longest text overestimate the step time), collated by
-    the datamodule; one untimed step first, because the first call allocates. On a GPU the copy runs
-    there, under bf16 autocast where the trainer would use it. Lightning's own bookkeeping and the
-    held-out evaluation at the end are not included.
+    Every ``check_every`` steps it measures the mean time per step so far (from step ``skip`` on,
+    leaving out the first steps' start-up), and sets the run's last step to what the remaining time
+    allows, never beyond the planned budget. The learning-rate schedule reads the same number
+    (``planned_steps``), so its cosine still ends where training does; a re-plan moves it a little,
+    which shows in the loss curve only as a slightly faster decay. Time before the first step and
+    the held-out evaluation after the last are not counted.
     """
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    probe = copy.deepcopy(model).to(device).train()
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=lr)
-    batches = iter(datamodule.train_dataloader())
 
-    def one_step() -> None:
-        batch = {k: v.to(device) for k, v in next(batches).items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = probe.pretraining_step(batch)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    def __init__(self, max_seconds: float, budget_steps: int, *, check_every: int = 100, skip: int = 20,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.max_seconds, self.budget_steps = max_seconds, budget_steps
+        self.check_every, self.skip, self.clock = check_every, skip, clock
+        self.started: float | None = None
+        self.skip_time: float | None = None
+        self.seconds_per_step: float | None = None
+        self.planned = budget_steps
+        self.replans = 0
 
-    try:
-        one_step()
-    except StopIteration:
-        raise ValueError("no pretraining batch to time: fewer texts than one batch") from None
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    done = 0
-    for _ in range(steps):
-        try:
-            one_step()
-        except StopIteration:  # a corpus shorter than the probe: time what there is
-            break
-        done += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / max(1, done)
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = self.clock()
+        pl_module.planned_steps = self.planned
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step == self.skip:
+            self.skip_time = self.clock()
+        if self.skip_time is None or step <= self.skip or step % self.check_every:
+            return
+        now = self.clock()
+        self.seconds_per_step = (now - self.skip_time) / (step - self.skip)
+        left = self.max_seconds - (now - self.started)
+        planned = max(step + 1, min(self.budget_steps, step + int(left / self.seconds_per_step)))
+        if planned != self.planned:
+            self.planned, self.replans = planned, self.replans + 1
+            pl_module.planned_steps = planned
+            trainer.fit_loop.epoch_loop.max_steps = planned
+
+    def report(self) -> dict[str, Any]:
+        """What the cap did, for the pretraining record."""
+        return {"max_seconds": self.max_seconds,
+                "seconds_per_step": None if self.seconds_per_step is None else round(self.seconds_per_step, 4),
+                "steps_planned": self.planned, "capped": self.planned < self.budget_steps,
+                "replans": self.replans}
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -185,31 +186,66 @@ def test_pretrain_learns_caches_and_refuses_a_mismatched_checkpoint(runs_tmp):
     assert not dropped["cached"] and dropped["settings"]["pretrain_dropout"] == 0.1
 
 
-def test_time_cap_plans_fewer_steps_and_ends_the_schedule(runs_tmp, monkeypatch):
-    seconds = train.time_pretraining_steps(ToyLM(), toy_datamodule())
-    assert 0 < seconds < 5
-    # Pretend a step takes a second: a 0.5-minute cap leaves 30 of the budget's 60 steps.
-    monkeypatch.setattr(train, "time_pretraining_steps", lambda *args, **kwargs: 1.0)
-    preset = SMOKE.replace(pretrain_tokens=16 * 4 * 60, pretrain_seq_len=4, pretrain_batch_size=16,
-                           pretrain_lr=3e-2, pretrain_max_minutes=0.5)
-    info = train.pretrain(ToyLM(), toy_datamodule(), preset, "toy-capped")
-    assert info["steps"] == 30 and info["tokens"] == 30 * 16 * 4
+class SlowToyLM(ToyLM):
+    """ToyLM whose every step takes at least 20 ms: a budget of 300 steps needs 6 s or more."""
+
+    def pretraining_step(self, batch):
+        time.sleep(0.02)
+        return super().pretraining_step(batch)
+
+
+def test_time_cap_stops_within_the_time_and_ends_the_schedule(runs_tmp):
+    preset = SMOKE.replace(pretrain_tokens=16 * 4 * 300, pretrain_seq_len=4, pretrain_batch_size=16,
+                           pretrain_lr=3e-2, warmup_steps=5, pretrain_max_minutes=0.04)  # 2.4 s
+    info = train.pretrain(SlowToyLM(), toy_datamodule(), preset, "toy-capped")
     budget = info["budget"]
-    assert budget["steps"] == 60 and budget["steps_in_time_cap"] == 30 and budget["capped"]
-    assert budget["seconds_per_step"] == 1.0 and budget["steps_planned"] == 30
-    # a cap that does not bind leaves the budget's steps; the cache key is the cap, not the speed
-    monkeypatch.setattr(train, "time_pretraining_steps", lambda *args, **kwargs: 0.001)
-    roomy = preset.replace(pretrain_max_minutes=10.0)
-    free = train.pretrain(ToyLM(), toy_datamodule(), roomy, "toy-capped")
-    assert not free["cached"] and free["steps"] == 60 and not free["budget"]["capped"]
-    monkeypatch.setattr(train, "time_pretraining_steps", lambda *args, **kwargs: 100.0)
-    assert train.pretrain(ToyLM(), toy_datamodule(), roomy, "toy-capped")["cached"]
+    assert budget["steps"] == 300 and budget["time_cap"]["capped"]
+    assert 20 < info["steps"] == budget["time_cap"]["steps_planned"] < 300
+    assert info["seconds"] < 5.5  # the whole budget sleeps 6 s
+    assert budget["time_cap"]["seconds_per_step"] >= 0.02
 
 
-def test_timing_probe_refuses_a_corpus_smaller_than_a_batch():
-    tiny = train.LanguageModelDataModule([[1, 2, 3]] * 3, [[1, 2]], toy_datamodule().collate, batch_size=16)
-    with pytest.raises(ValueError, match="fewer texts than one batch"):
-        train.time_pretraining_steps(ToyLM(), tiny)
+def test_time_cap_replans_from_the_measured_speed_and_the_schedule_follows():
+    """A fake clock: 0.5 s per step and a 100-second cap leave ~200 of the 1,000 planned steps."""
+    clock = {"now": 0.0}
+    cap = train.TimeCap(100.0, 1000, check_every=10, skip=2, clock=lambda: clock["now"])
+    module = train.Pretrainer(ToyLM(), lr=1.0, warmup_steps=1)
+
+    class FakeEpochLoop:
+        max_steps = 1000
+
+    class FakeTrainer:
+        global_step = 0
+        fit_loop = type("FitLoop", (), {"epoch_loop": FakeEpochLoop()})()
+
+    trainer = FakeTrainer()
+    cap.on_train_start(trainer, module)
+    for step in range(1, 400):
+        clock["now"] += 0.5
+        trainer.global_step = step
+        cap.on_train_batch_end(trainer, module)
+        if step >= trainer.fit_loop.epoch_loop.max_steps:
+            break
+    assert 195 <= trainer.fit_loop.epoch_loop.max_steps <= 201 and module.planned_steps == cap.planned
+    assert cap.report()["capped"] and cap.report()["seconds_per_step"] == 0.5
+    roomy = train.TimeCap(1e6, 50, check_every=10, skip=2, clock=lambda: clock["now"])
+    roomy.on_train_start(trainer, module)
+    assert not roomy.report()["capped"] and roomy.planned == 50
+
+
+def test_recipe_is_part_of_the_cache_key_and_kept_in_the_checkpoint(runs_tmp):
+    preset = SMOKE.replace(pretrain_tokens=16 * 4 * 20, pretrain_seq_len=4, pretrain_batch_size=16)
+    assert train.saved_pretraining(preset, "toy-recipe") is None
+    first = train.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": True})
+    assert not first["cached"] and first["recipe"] == {"pre_ln": True}
+    assert train.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": True})["cached"]
+    changed = train.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": False})
+    assert not changed["cached"]
+    saved = train.saved_pretraining(preset.name, "toy-recipe")
+    assert saved["recipe"] == {"pre_ln": False} and saved["steps"] == 20 and "state_dict" not in saved
+    # a budget counted elsewhere (ELMo's characters) gives the steps instead of the token count
+    counted = train.pretrain(ToyLM(), toy_datamodule(), preset, "toy-counted", budget_steps=12)
+    assert counted["steps"] == 12 and counted["budget"]["steps"] == 12
 
 
 class ToyWide(ToyLM):
