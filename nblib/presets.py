@@ -41,9 +41,9 @@ class Preset:
     pretrain_batch_size: int
     pretrain_lr: float
     warmup_steps: int
-    # cap on each Transformer's pretraining time: the steps are planned from a timed probe so that
-    # the cosine schedule still ends where training does (None: the whole token budget, however
-    # long). ELMo's lesson applies its own cap, MAX_PRETRAIN_MINUTES, the same way.
+    # cap on each model's pretraining time: train.TimeCap re-plans the steps from their measured
+    # speed, and the cosine schedule follows (None: the whole token budget, however long). ELMo's
+    # lesson passes its own MAX_PRETRAIN_MINUTES through this field.
     pretrain_max_minutes: float | None
     # --- fine-tuning (the same budget and selection for every model)
     finetune_epochs: int

@@ -615,10 +615,11 @@ def pretrain(
 
     The checkpoint lives in ``runs/<preset>/pretrain/<name>.pt`` with the loss history and the
     budget actually spent; a rerun with the same pretraining settings (budget, batch, schedule,
-    ``max_steps``, seed) reuses it, other settings retrain (``force=True`` always retrains).
+    time cap, ``max_steps``, ``budget_steps``, seed, recipe) reuses it, other settings retrain
+    (``force=True`` always retrains).
     Returns the record's ``pretraining`` part: tokens, steps, seconds, final loss, history.
     """
-    path = runs_dir() / preset.name / "pretrain" / f"{name}.pt"
+    path = _checkpoint_path(preset.name, name)
     lr = lr or preset.pretrain_lr
     # What the checkpoint depends on besides the model's shape (which _load_checked checks): a
     # changed budget or schedule retrains instead of silently reusing an old checkpoint.
@@ -673,11 +674,14 @@ def pretrain(
     return info
 
 
+def _checkpoint_path(preset_name: str, name: str) -> Path:
+    return runs_dir() / preset_name / "pretrain" / f"{name}.pt"
+
+
 def saved_pretraining(preset: Preset | str, name: str) -> dict | None:
     """The info of the cached checkpoint ``runs/<preset>/pretrain/<name>.pt`` (settings, recipe,
     budget, losses; no weights), or None when there is none. Lesson 06 reads the recipes with it."""
-    preset_name = preset if isinstance(preset, str) else preset.name
-    path = runs_dir() / preset_name / "pretrain" / f"{name}.pt"
+    path = _checkpoint_path(preset if isinstance(preset, str) else preset.name, name)
     if not path.exists():
         return None
     return json.loads(torch.load(path, map_location="cpu", weights_only=True)["info"])
@@ -705,7 +709,8 @@ def steps_for_budget(datamodule: LanguageModelDataModule, budget_tokens: int, *,
 
 class TimeCap(pl.Callback):
     """Stop pretraining within ``max_seconds`` by re-planning its length from its own speed.
-    Introduced in 03_bert (02_elmo times a probe by hand to show what the cap allows).
+    Introduced in 02_elmo (which times a probe by hand to show what the cap allows), explained again
+    in 03_bert.
 
     Every ``check_every`` steps it measures the mean time per step so far (from step ``skip`` on,
     leaving out the first steps' start-up), and sets the run's last step to what the remaining time

@@ -194,7 +194,7 @@ class SlowToyLM(ToyLM):
         return super().pretraining_step(batch)
 
 
-def test_time_cap_stops_within_the_time_and_ends_the_schedule(runs_tmp):
+def test_time_cap_stops_pretraining_within_the_time(runs_tmp):
     preset = SMOKE.replace(pretrain_tokens=16 * 4 * 300, pretrain_seq_len=4, pretrain_batch_size=16,
                            pretrain_lr=3e-2, warmup_steps=5, pretrain_max_minutes=0.04)  # 2.4 s
     info = train.pretrain(SlowToyLM(), toy_datamodule(), preset, "toy-capped")
