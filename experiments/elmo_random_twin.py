@@ -6,7 +6,10 @@ Not part of the tests or of `make report`. Run with the runs kept out of the les
     NBLIB_RUNS_DIR=/tmp/elmo-twin .venv/bin/python experiments/elmo_random_twin.py \\
         --runs '[[2e-4, "mix", true], [1e-3, "mix", true], [3e-3, "mix", true], [2e-4, "mean", false]]'
 
-A run is [learning rate, pooling (mix | mean), layer-normalise each layer before the mix].
+A run is [learning rate, pooling (mix | mean), layer-normalise each layer before the mix], and an
+optional fourth item "pretrained" to start from lesson 02's cached biLM instead (``--checkpoint``,
+by default ``runs/small/pretrain/elmo.pt`` of this checkout): the same runs for both inits, to pick
+each one's learning rate on validation.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ def main() -> None:
     parser.add_argument("--cell", type=int, default=256, help="LSTM cells (lesson 02's ELMO_CELL)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--runs", default='[[2e-4, "mix", true]]')
+    parser.add_argument("--checkpoint", default="runs/small/pretrain/elmo.pt",
+                        help="lesson 02's pretrained biLM, for runs marked \"pretrained\"")
     args = parser.parse_args()
 
     preset = get_preset(args.preset)
@@ -51,18 +56,26 @@ def main() -> None:
                           "pooled_std_across_reviews": round(float(pooled.std(0).mean()), 4),
                           "pooled_mean_abs": round(float(pooled.abs().mean()), 4)}), flush=True)
 
-    for lr, pooling, layer_norm in json.loads(args.runs):
+    for lr, pooling, layer_norm, *init in json.loads(args.runs):
+        init = init[0] if init else "random"
         torch.manual_seed(0)
-        classifier = train.SentimentClassifier(elmo.BiLM(config), pooling=pooling, lr=lr,
+        encoder = elmo.BiLM(config)
+        if init == "pretrained":
+            encoder.load_state_dict(torch.load(args.checkpoint, map_location="cpu",
+                                               weights_only=True)["state_dict"])
+        elif init != "random":
+            raise ValueError(f"unknown init {init!r}: 'random' or 'pretrained'")
+        classifier = train.SentimentClassifier(encoder, pooling=pooling, lr=lr,
                                                num_layers=config.n_layers + 1, mix_layer_norm=layer_norm)
         datamodule = train.ClassificationDataModule(split.train, split.val, split.test, collate,
                                                     preset.finetune_batch_size)
         started = time.time()
         _, results = train.fit_classifier(classifier, datamodule, collate, preset,
-                                          train.runs_dir() / "elmo-twin" / f"{lr}-{pooling}-{layer_norm}",
+                                          train.runs_dir() / "elmo-twin" / f"{init}-{lr}-{pooling}-{layer_norm}-{args.epochs}",
                                           seed=0, max_epochs=args.epochs)
-        print(json.dumps({"lr": lr, "pooling": pooling, "mix_layer_norm": layer_norm, "epochs": args.epochs,
+        print(json.dumps({"init": init, "lr": lr, "pooling": pooling, "mix_layer_norm": layer_norm, "epochs": args.epochs,
                           "val_acc": round(results["val"]["accuracy"], 4),
+                          "val_macro_f1": round(results["val"]["macro_f1"], 4),
                           "test_acc": round(results["test"]["accuracy"], 4),
                           "seconds": round(time.time() - started)}), flush=True)
 

@@ -31,7 +31,7 @@ from nblib.layers import KVCache, TransformerBlock, read_hf_checkpoint
 _ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
                 "gelu": "gelu"}
 
-Cache = list[KVCache]  # one (key, value) pair per block, each (B, n_head, T_past, head_dim)
+Cache = list[KVCache]  # one per block: keys and values, each (B, n_head, T_past, head_dim)
 
 
 @dataclass
@@ -148,7 +148,7 @@ class GPT(nn.Module):
         With a cache, ``attention_mask`` covers past and new tokens: (B, T_past + T).
         """
         B, T = input_ids.shape
-        past_len = 0 if past_kv is None else past_kv[0][0].shape[-2]
+        past_len = 0 if past_kv is None else past_kv[0].length
         if past_len + T > self.config.n_positions:
             raise ValueError(f"sequence of {past_len + T} tokens is longer than n_positions="
                              f"{self.config.n_positions}; crop it (generate() does)")

@@ -20,7 +20,50 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-KVCache = tuple[Tensor, Tensor]  # (k, v), each (B, nh, T_past, d)
+
+class KVCache:
+    """One attention layer's keys and values of the tokens seen so far: ``keys`` and ``values``,
+    each (B, nh, T_past, d). Introduced in notebook 04_gpt.
+
+    ``append`` writes the new keys and values into buffers allocated ahead (doubling when full)
+    and returns views of everything stored. Appending with ``torch.cat`` would copy the whole cache
+    into a fresh tensor at every generated token; on a CPU those allocations were a third of a
+    cached generation step (``torch.profiler`` on benchmarks/bench_gpt.py's model). The cache is
+    updated in place, so it is for inference (``generate`` runs under ``no_grad``).
+    """
+
+    def __init__(self) -> None:
+        self._k: Tensor | None = None  # (B, nh, capacity, d)
+        self._v: Tensor | None = None
+        self.length = 0  # T_past: positions stored
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v (B, nh, T, d) after the cached positions; return all keys and values."""
+        end = self.length + k.shape[2]
+        if self._k is None or end > self._k.shape[2]:
+            capacity = max(end, 64, 0 if self._k is None else 2 * self._k.shape[2])
+            B, nh, _, d = k.shape
+            grown_k, grown_v = k.new_empty(B, nh, capacity, d), v.new_empty(B, nh, capacity, d)
+            if self._k is not None:
+                grown_k[:, :, : self.length] = self.keys
+                grown_v[:, :, : self.length] = self.values
+            self._k, self._v = grown_k, grown_v
+        self._k[:, :, self.length : end] = k
+        self._v[:, :, self.length : end] = v
+        self.length = end
+        return self.keys, self.values
+
+    @property
+    def keys(self) -> Tensor:
+        if self._k is None:
+            raise ValueError("the cache is empty: append keys and values first")
+        return self._k[:, :, : self.length]  # (B, nh, T_past, d)
+
+    @property
+    def values(self) -> Tensor:
+        if self._v is None:
+            raise ValueError("the cache is empty: append keys and values first")
+        return self._v[:, :, : self.length]  # (B, nh, T_past, d)
 
 
 def attention_allowed(
@@ -147,19 +190,20 @@ class MultiHeadAttention(nn.Module):
         past_kv: KVCache | None = None,
         use_cache: bool = False,
     ) -> tuple[Tensor, KVCache | None]:
-        """x (B, T, H) → (out (B, T, H), (k, v) if ``use_cache`` else None).
+        """x (B, T, H) → (out (B, T, H), the :class:`KVCache` if ``use_cache`` else None).
 
-        With ``past_kv`` the new keys/values are appended to the cached ones, and
+        With ``past_kv`` the new keys/values are appended to the cached ones (in place), and
         ``key_padding_mask`` must cover all keys: (B, T_past + T).
         """
         B, T, H = x.shape
         q = self._split_heads(self.query(x))  # (B, nh, T, d)
         k = self._split_heads(self.key(x))  # (B, nh, T, d)
         v = self._split_heads(self.value(x))  # (B, nh, T, d)
-        if past_kv is not None:
-            k = torch.cat([past_kv[0], k], dim=2)  # (B, nh, T_past + T, d)
-            v = torch.cat([past_kv[1], v], dim=2)
-        present = (k, v) if use_cache else None
+        cache = past_kv
+        if cache is not None or use_cache:
+            cache = KVCache() if cache is None else cache
+            k, v = cache.append(k, v)  # (B, nh, T_past + T, d)
+        present = cache if use_cache else None
         if self.keep_weights:
             self.weights = attention_weights(q, k, key_padding_mask=key_padding_mask,
                                              causal=causal).detach()
@@ -229,7 +273,7 @@ class TransformerBlock(nn.Module):
         past_kv: KVCache | None = None,
         use_cache: bool = False,
     ) -> tuple[Tensor, KVCache | None]:
-        """x (B, T, H) → (x (B, T, H), the attention's (k, v) if ``use_cache`` else None)."""
+        """x (B, T, H) → (x (B, T, H), the attention's :class:`KVCache` if ``use_cache`` else None)."""
         if self.pre_ln:
             a, present = self.attn(self.ln_attn(x), key_padding_mask, causal, past_kv, use_cache)
             x = x + self.drop(a)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from nblib.layers import (
     FeedForward,
+    KVCache,
     MultiHeadAttention,
     TransformerBlock,
     attention,
@@ -134,8 +135,22 @@ def test_kv_cache_equals_full_causal_pass(pre_ln: bool) -> None:
     for t in range(4, 7):
         out, cache = block(x[:, t:t + 1], causal=True, past_kv=cache, use_cache=True)
         pieces.append(out)
-    assert cache[0].shape == (2, 4, 7, 4)
+    assert cache.keys.shape == cache.values.shape == (2, 4, 7, 4)
     assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
+
+
+def test_kv_cache_grows_and_keeps_what_it_stored() -> None:
+    torch.manual_seed(0)
+    cache = KVCache()
+    with pytest.raises(ValueError, match="empty"):
+        _ = cache.keys
+    chunks = [torch.randn(2, 3, n, 5) for n in (10, 60, 1, 100)]  # past 64, then past 128
+    for chunk in chunks:
+        k, v = cache.append(chunk, -chunk)
+    everything = torch.cat(chunks, dim=2)
+    assert cache.length == 171
+    assert torch.equal(k, everything) and torch.equal(v, -everything)
+    assert torch.equal(cache.keys, everything)
 
 
 def test_multi_head_attention_keeps_weights_when_asked() -> None:
