@@ -32,6 +32,11 @@ def test_parameters_cell_holds_literals_only(notebook):
         ast.literal_eval(node.value)  # raises on anything but a literal
     names = {t.id for node in ast.parse(tagged[0].source).body for t in node.targets}
     assert {"PRESET", "SEED"} <= names
+    # papermill must see every one (its line parser skipped PRE_LN once, over a comment with "= …
+    # (…)"), or `-p NAME value` would be refused by report.check_parameters.
+    import papermill
+
+    assert set(papermill.inspect_notebook(str(notebook))) == names
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
