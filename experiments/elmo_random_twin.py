@@ -1,10 +1,13 @@
-"""Why lesson 02's random-init biLM never leaves the majority class: its features, and one-epoch
-fine-tuning runs at several learning rates and poolings (one JSON line per run).
+"""Lesson 02's random-init biLM and its learning rate: the features a random biLM hands the
+classifier, then fine-tuning runs at several learning rates, poolings and inits (one JSON line per
+run). Lesson 02's grid, from which each init's learning rate was chosen by validation macro-F1:
 
-Not part of the tests or of `make report`. Run with the runs kept out of the lessons' folder:
+    NBLIB_RUNS_DIR=/tmp/elmo-twin .venv/bin/python experiments/elmo_random_twin.py --epochs 2 \\
+        --runs '[[1e-3, "mix", true], [3e-3, "mix", true], [1e-2, "mix", true], [3e-2, "mix", true],
+                 [1e-3, "mix", true, "pretrained"], [3e-3, "mix", true, "pretrained"]]'
 
-    NBLIB_RUNS_DIR=/tmp/elmo-twin .venv/bin/python experiments/elmo_random_twin.py \\
-        --runs '[[2e-4, "mix", true], [1e-3, "mix", true], [3e-3, "mix", true], [2e-4, "mean", false]]'
+(2e-4 for both inits is lesson 02's earlier run.) Not part of the tests or of `make report`;
+``NBLIB_RUNS_DIR`` keeps these runs out of the lessons' folder.
 
 A run is [learning rate, pooling (mix | mean), layer-normalise each layer before the mix], and an
 optional fourth item "pretrained" to start from lesson 02's cached biLM instead (``--checkpoint``,
