@@ -82,7 +82,9 @@ def main() -> None:
         train_texts = train_texts + [t for t in train_texts if t in hotel] * (args.hotel_repeats - 1)
     lm_data = train.LanguageModelDataModule(train_texts, corpus[-n_heldout:], collate,
                                             preset.pretrain_batch_size)
-    info = train.pretrain(model, lm_data, preset, args.name, seed=0)
+    # lesson 03's recipe dict is part of its cache key: with --name bert the lesson reuses this checkpoint
+    recipe = {"pre_ln": True, "nsp": False, "whole_word": False} if args.model == "bert" else None
+    info = train.pretrain(model, lm_data, preset, args.name, seed=0, recipe=recipe)
     pretrained_state = {k: v.clone() for k, v in model.state_dict().items()}
     print("pretraining", {k: v for k, v in info.items() if k != "history"}, flush=True)
 

@@ -97,6 +97,11 @@ def test_compare_notebook_renders_from_fixture_records(runs_tmp, hotel_split, tm
     assert "Best pretrained model: bert (0.860), below TF-IDF + LR (0.880)" in conclusions
     assert "bert: pretrained 0.860 vs random init 0.810 (+5.0 points)" in conclusions
     assert "Ranking bert > gpt; the seed claim (BERT > GPT > ELMo) agrees" in conclusions
+    # the paired gap table: both twins predicted the same, so no test gap, whatever their val accuracies
+    cells = nbformat.read(tmp_path / "05.ipynb", as_version=4).cells
+    gap_cell = next(c for c in cells if c.source.startswith("gaps = report.pretraining_gaps"))
+    shown = gap_cell.outputs[0]["data"]["text/plain"]
+    assert "bert" in shown and "gpt" in shown and "[+0.0, +0.0]" in shown and "5.0" in shown
 
 
 def test_report_order_runs_compare_last_and_07_on_request(tmp_path):
@@ -105,3 +110,35 @@ def test_report_order_runs_compare_last_and_07_on_request(tmp_path):
     assert [p.stem for p in report.report_order(paths)] == ["00_data", "01_baselines", "06_inside", "05_compare"]
     assert [p.stem for p in report.report_order(paths, with_checkpoints=True)][-2:] == [
         "07_pretrained_checkpoints", "05_compare"]
+
+
+def with_predictions(record, labels, n_wrong):
+    """The record with test predictions that get the first ``n_wrong`` reviews wrong."""
+    pred = [int(y) if i >= n_wrong else 1 - int(y) for i, y in enumerate(labels)]
+    return {**record, "predictions": {"ids": list(labels.index), "pred": pred}}
+
+
+def test_pretraining_gaps_are_paired_with_an_interval():
+    import pandas as pd
+
+    labels = pd.Series([i % 2 for i in range(200)], index=range(1000, 1200))
+    records = []
+    for seed in (0, 1, 2):
+        records.append(with_predictions(fake_record("gpt", "pretrained", seed, 0.9), labels, 10 + seed))
+        records.append(with_predictions(fake_record("gpt", "random", seed, 0.8), labels, 40))
+        records.append(with_predictions(fake_record("bert", "pretrained", seed, 0.9), labels, 30))
+        records.append(with_predictions(fake_record("bert", "random", seed, 0.8), labels, 30))
+    records.append(with_predictions(fake_record("elmo", "pretrained", 0, 0.9), labels, 5))  # no twin
+    gaps = report.pretraining_gaps(records, labels).set_index("model")
+    assert list(gaps.index) == ["bert", "gpt"]
+    # gpt: 11 wrong on average vs 40 of 200 reviews -> +14.5 points, interval clear of 0
+    assert gaps.loc["gpt", "test gap (points)"] == 14.5 and gaps.loc["gpt", "seeds"] == "3 / 3"
+    low, high = (float(x) for x in gaps.loc["gpt", "95% interval"].strip("[]").split(","))
+    assert 5 < low < 14.5 < high < 25
+    assert gaps.loc["gpt", "val gap (points)"] == 10.0  # fake val accuracies 0.9 vs 0.8
+    # bert: the same predictions -> no gap, no spread
+    assert gaps.loc["bert", "test gap (points)"] == 0.0 and gaps.loc["bert", "95% interval"] == "[+0.0, +0.0]"
+    # twins scored on different reviews cannot be paired
+    records[0]["predictions"] = {"ids": list(range(200)), "pred": [0] * 200}
+    with pytest.raises(train.RecordError, match="other reviews"):
+        report.pretraining_gaps(records, pd.concat([labels, pd.Series(0, index=range(200))]))
