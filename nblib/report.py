@@ -261,7 +261,8 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
         f"device {versions.get('device', '?')}.",
         "",
         "Protocol: the fixed stratified 80/10/10 split (seed 0) of ChnSentiCorp_htl_all; the same "
-        "pretraining corpus and token budget for every pretrained model; the same fine-tuning budget; "
+        "pretraining corpus and token budget for every pretrained model; the same fine-tuning epochs, "
+        "each model's learning rate chosen on validation (recorded as finetune_lr); "
         "the epoch (or C) chosen by validation macro-F1; test metrics on the 776 test reviews; "
         "mean ± std over seeds.",
         "",
