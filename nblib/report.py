@@ -235,7 +235,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _test_labels(records: list[dict]) -> pd.Series:
+def _test_labels() -> pd.Series:
     """The test labels of the fixed split, indexed by review id (reads the hotel corpus)."""
     from nblib import data
 
@@ -269,8 +269,8 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
         to_markdown(table) if len(table) else "_No results records yet._",
         "",
     ]
-    gaps = pretraining_gaps(records, _test_labels(records)) if any(r.get("predictions") for r in records) \
-        else pd.DataFrame()
+    has_predictions = any(r.get("predictions") for r in records)
+    gaps = pretraining_gaps(records, _test_labels()) if has_predictions else pd.DataFrame()
     if len(gaps):
         lines += [
             "What pretraining adds: pretrained minus random-init test accuracy (mean over seeds), with a 95% "

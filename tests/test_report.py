@@ -142,3 +142,15 @@ def test_pretraining_gaps_are_paired_with_an_interval():
     records[0]["predictions"] = {"ids": list(range(200)), "pred": [0] * 200}
     with pytest.raises(train.RecordError, match="other reviews"):
         report.pretraining_gaps(records, pd.concat([labels, pd.Series(0, index=range(200))]))
+
+
+def test_write_comparison_adds_the_gap_table_when_records_hold_predictions(runs_tmp, tmp_path, monkeypatch):
+    import pandas as pd
+
+    labels = pd.Series([i % 2 for i in range(100)], index=range(100))
+    monkeypatch.setattr(report, "_test_labels", lambda: labels)
+    for seed in (0, 1):
+        train.write_record(with_predictions(fake_record("gpt", "pretrained", seed, 0.9), labels, 5))
+        train.write_record(with_predictions(fake_record("gpt", "random", seed, 0.8), labels, 15))
+    text = report.write_comparison("smoke", out=tmp_path / "c.md").read_text(encoding="utf-8")
+    assert "What pretraining adds" in text and "| gpt | 2 / 2 | 10.0 |" in text
