@@ -8,6 +8,7 @@ with ``--name bert`` / ``--name gpt`` lessons 03 and 04 reuse it (same settings,
 
     .venv/bin/python experiments/recipes.py --model bert --name bert \\
         --jobs '[{"variant": "pretrained"}, {"variant": "random"}, {"variant": "pretrained", "pooling": "mix"}]'
+    .venv/bin/python experiments/recipes.py --model bert --name bert_nsp --nsp --jobs '[{"variant": "pretrained"}]'
     .venv/bin/python experiments/recipes.py --model gpt --name gpt --pre '{"pretrain_tokens": 4000000}' \\
         --jobs '[{"variant": "pretrained", "lm": 0.5}, {"variant": "random", "lm": 0.5}]'
 
@@ -38,6 +39,9 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--pre", default="{}", help="preset overrides as JSON, e.g. pretrain_tokens")
     parser.add_argument("--mlm", type=float, default=0.15, help="BERT's masking rate while pretraining")
+    parser.add_argument("--nsp", action="store_true", help="BERT: add next-sentence prediction (lesson 03's NSP)")
+    parser.add_argument("--whole-word", action="store_true",
+                        help="BERT: mask whole jieba words (lesson 03's WHOLE_WORD)")
     parser.add_argument("--hotel-repeats", type=int, default=1,
                         help="read the hotel train reviews this many times per pass (task-adaptive)")
     parser.add_argument("--jobs", default='[{"variant": "pretrained"}, {"variant": "random"}]')
@@ -48,10 +52,12 @@ def main() -> None:
         if unknown := set(job) - JOB_KEYS:
             raise SystemExit(f"unknown job key(s) {sorted(unknown)}; known: {sorted(JOB_KEYS)}")
 
-    if (args.mlm != 0.15 or args.hotel_repeats != 1) and args.name in ("bert", "gpt"):
-        # the cache's settings hold neither the masking rate nor the corpus mix: a lesson would reuse it
-        raise SystemExit(f"--mlm/--hotel-repeats with --name {args.name} would replace the lessons' "
-                         "checkpoint; pick another --name")
+    changed = args.mlm != 0.15 or args.hotel_repeats != 1 or args.nsp or args.whole_word
+    if changed and args.name in ("bert", "gpt"):
+        # the cache's settings hold neither the masking rate nor the corpus mix (a lesson would reuse
+        # the checkpoint), and a changed recipe retrains into the lesson's file (it would be replaced)
+        raise SystemExit(f"--mlm/--hotel-repeats/--nsp/--whole-word with --name {args.name} would replace "
+                         "the lessons' checkpoint; pick another --name")
     preset = get_preset(args.preset).replace(**json.loads(args.pre))
     preset.configure_torch()
     split = data.split().limit(preset.max_train_reviews, preset.max_eval_reviews)
@@ -73,7 +79,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = make_model(pretraining=True)
     if args.model == "bert":
-        collate = bert.make_collate(tokenizer, preset.pretrain_seq_len, mlm_probability=args.mlm)
+        collate = bert.make_collate(tokenizer, preset.pretrain_seq_len, mlm_probability=args.mlm,
+                                    nsp=args.nsp, whole_word=args.whole_word)
     else:
         collate = functools.partial(gpt.collate_causal_lm, tokenizer=tokenizer, max_len=preset.pretrain_seq_len)
     train_texts = corpus[:-n_heldout]
@@ -83,7 +90,7 @@ def main() -> None:
     lm_data = train.LanguageModelDataModule(train_texts, corpus[-n_heldout:], collate,
                                             preset.pretrain_batch_size)
     # lesson 03's recipe dict is part of its cache key: with --name bert the lesson reuses this checkpoint
-    recipe = {"pre_ln": True, "nsp": False, "whole_word": False} if args.model == "bert" else None
+    recipe = {"pre_ln": True, "nsp": args.nsp, "whole_word": args.whole_word} if args.model == "bert" else None
     info = train.pretrain(model, lm_data, preset, args.name, seed=0, recipe=recipe)
     pretrained_state = {k: v.clone() for k, v in model.state_dict().items()}
     print("pretraining", {k: v for k, v in info.items() if k != "history"}, flush=True)
@@ -111,7 +118,7 @@ def main() -> None:
                                           out.parent / args.name / str(number), seed=seed,
                                           max_epochs=job.get("epochs"))
         row = {"model": args.model, "name": args.name, "pre": json.loads(args.pre), "mlm": args.mlm,
-               "hotel_repeats": args.hotel_repeats, **job,
+               "hotel_repeats": args.hotel_repeats, "nsp": args.nsp, "whole_word": args.whole_word, **job,
                "val_acc": round(results["val"]["accuracy"], 4), "val_f1": round(results["val"]["macro_f1"], 4),
                "test_acc": round(results["test"]["accuracy"], 4), "test_f1": round(results["test"]["macro_f1"], 4),
                "seconds": round(time.time() - started, 1), "pretraining_val": info.get("val")}
