@@ -2,7 +2,8 @@
 #   make test     set up .venv, fetch data, run the whole test suite (unit + notebooks + grading)
 #   make report   the main job: run every lesson with papermill in $(PRESET), write figures/ and the table
 #                 (WITH_CHECKPOINTS=1 adds lesson 07: downloads bert-base-chinese, a GPU is advised)
-#   make lab      open the lessons in JupyterLab with the course kernel
+#   make lab      your own copies of the lessons (student versions in lab/, never overwritten) in JupyterLab
+#                 (SOLUTIONS=1 opens the instructor's notebooks/ with the solutions instead)
 #   make student  write the student notebooks to build/student
 #   make grade SUBMISSIONS=dir   grade a folder of submitted notebooks
 #   make bench    speed and memory ratios (benchmarks/)
@@ -40,7 +41,12 @@ report: data
 	$(PY) -m nblib.report run --preset $(PRESET) $(if $(WITH_CHECKPOINTS),--with-checkpoints)
 
 lab: data
+ifdef SOLUTIONS
 	$(VENV)/bin/jupyter lab notebooks/
+else
+	$(PY) -m nblib.lab --dest lab
+	$(VENV)/bin/jupyter lab lab/
+endif
 
 student: setup
 	$(PY) -m nblib.grading student --out build/student
