@@ -162,3 +162,19 @@ def test_mirror_copy_is_byte_exact(tmp_path, empty_data_dir, monkeypatch):
     monkeypatch.setenv("NBLIB_DATA_MIRROR", str(mirror))
     for name in data.CORPORA:
         assert data.sha256_of(data.fetch(name, progress=False)) == data.CORPORA[name].sha256
+
+
+# The out-of-domain test is fixed like the split.
+OOD_SHA256 = "ff327f94dbf3387ac2ce861538cfcbe95a979c7b0cd0ebfb162b558afe643958"
+
+
+def test_ood_test_is_pinned_and_stratified():
+    waimai = data.load_waimai()
+    ood = data.ood_test(waimai)
+    assert data.ood_checksum(ood) == OOD_SHA256
+    assert len(ood) == data.OOD_SIZE and ood.index.is_unique
+    assert abs(ood["label"].mean() - waimai["label"].mean()) < 0.001
+    # independent of row order
+    assert data.ood_checksum(data.ood_test(waimai.sample(frac=1.0, random_state=3))) == OOD_SHA256
+    with pytest.raises(ValueError, match="asked from"):
+        data.ood_test(waimai.iloc[:10])
