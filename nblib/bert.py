@@ -51,6 +51,10 @@ class BertConfig:
     layer_norm_eps: float = 1e-12  # BERT's LayerNorm epsilon
     initializer_range: float = 0.02  # std of the N(0, σ) weight init
     pre_ln: bool = False  # course option: pre-LN blocks + a final LayerNorm (not BERT's layout)
+    # width E of the embedding tables; None = hidden_size. When E differs from H, a Linear
+    # `embeddings_project` maps E → H after the embedding LayerNorm, as HF's ElectraModel does
+    # (ELECTRA-small: E = 128, H = 256), and the MLM head maps back to E (notebook 03b_electra).
+    embedding_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -58,6 +62,18 @@ class BertConfig:
                              f"num_attention_heads {self.num_attention_heads}")
         if self.hidden_act not in ("gelu", "gelu_tanh"):
             raise ValueError(f"hidden_act must be 'gelu' or 'gelu_tanh', got {self.hidden_act!r}")
+        if self.embedding_size is not None and self.embedding_size < 1:
+            raise ValueError(f"embedding_size must be >= 1 or None, got {self.embedding_size}")
+
+    @property
+    def embedding_width(self) -> int:
+        """E: the width of the embedding tables (``embedding_size``, or H when it is None)."""
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
+
+    @property
+    def factorised(self) -> bool:
+        """True when the embeddings are E wide and projected to H (``embeddings_project``)."""
+        return self.embedding_width != self.hidden_size
 
     @classmethod
     def tiny(cls, vocab_size: int = 100, **changes: Any) -> BertConfig:
@@ -98,8 +114,10 @@ class BertConfig:
         """The matching Hugging Face ``BertConfig`` fields (post-LN models only)."""
         if self.pre_ln:
             raise ValueError("a pre-LN model has no Hugging Face BERT equivalent (HF BERT is post-LN)")
+        if self.factorised:
+            raise ValueError("factorised embeddings have no Hugging Face BERT equivalent (ELECTRA has them)")
         hf = dataclasses.asdict(self)
-        del hf["pre_ln"]
+        del hf["pre_ln"], hf["embedding_size"]
         hf["hidden_act"] = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}[self.hidden_act]
         return hf
 
@@ -113,10 +131,11 @@ class BertEmbeddings(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        E = config.embedding_width  # = H unless the embeddings are factorised (ELECTRA)
+        self.word_embeddings = nn.Embedding(config.vocab_size, E)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E)
+        self.layer_norm = nn.LayerNorm(E, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
@@ -143,6 +162,9 @@ class BertModel(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
+        # Factorised embeddings (ELECTRA): E → H after the embeddings' LayerNorm; None otherwise.
+        self.embeddings_project = (nn.Linear(config.embedding_width, config.hidden_size)
+                                   if config.factorised else None)
         self.layers = nn.ModuleList(
             TransformerBlock(config.hidden_size, config.num_attention_heads, config.intermediate_size,
                              pre_ln=config.pre_ln, activation=config.hidden_act,
@@ -165,7 +187,9 @@ class BertModel(nn.Module):
         """L+1 hidden states (B, T, H), embeddings first. ``attention_mask`` (B, T): True = real."""
         mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None \
             else attention_mask.bool()
-        h = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        h = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
+        if self.embeddings_project is not None:
+            h = self.embeddings_project(h)  # (B, T, H)
         states = [h]
         for layer in self.layers:
             h, _ = layer(h, key_padding_mask=mask)  # (B, T, H)
@@ -188,13 +212,14 @@ class MaskedLMHead(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        # H → E: back to the width of the tied embeddings (E = H unless factorised)
+        self.dense = nn.Linear(config.hidden_size, config.embedding_width)
         self.approximate = "tanh" if config.hidden_act == "gelu_tanh" else "none"
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = nn.LayerNorm(config.embedding_width, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, h: Tensor, word_embeddings: Tensor) -> Tensor:
-        h = self.layer_norm(F.gelu(self.dense(h), approximate=self.approximate))  # (..., H)
+        h = self.layer_norm(F.gelu(self.dense(h), approximate=self.approximate))  # (..., E)
         return F.linear(h, word_embeddings, self.bias)  # (..., V)
 
 

@@ -1,0 +1,408 @@
+"""ELECTRA: lesson 03's BERT encoder pretrained as a *discriminator* of replaced characters.
+
+Introduced in notebook 03b_electra (Clark et al., ICLR 2020, "Pre-training Text Encoders as
+Discriminators Rather Than Generators"). Masked-LM (notebook 03_bert) learns from the ~15% of
+positions it masks. ELECTRA lets a small *generator* (a masked LM) fill those positions with
+characters sampled from its softmax, and trains the encoder, the *discriminator*, to tell at
+**every** real position whether the character is the original or a replacement. There is no second
+Transformer here: generator and discriminator are both ``nblib.bert.BertModel``.
+
+Contents, in reading order:
+
+1. ``ElectraConfig``: the discriminator's ``BertConfig``, the generator's width, λ.
+2. ``ElectraDiscriminator`` (the encoder that is fine-tuned: the encoder protocol ``encode`` /
+   ``pool`` / ``hidden_size``, plus the replaced-token head), ``ElectraGenerator`` (a narrower
+   ``BertModel`` with a tied masked-LM head) and ``ElectraForPreTraining`` (both, sharing their
+   embeddings, with ``pretraining_step``: loss = MLM + λ·RTD). ``nblib``'s ``Pretrainer`` trains it
+   like any other model: it only calls ``pretraining_step``.
+3. The pieces of a step as plain functions: ``sample_replacements``, ``replace_tokens`` (the
+   replaced-token labels, with the equal-sample rule), ``share_of_positions_with_a_loss``.
+4. Hugging Face weights: ``ElectraDiscriminator.from_hf`` / ``to_hf`` for ``ElectraForPreTraining``
+   and bare ``ElectraModel`` checkpoints (factorised embeddings included).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nblib.bert import (
+    HF_LAYER_MAP,
+    IGNORE_INDEX,
+    BertConfig,
+    BertModel,
+    CheckpointMismatchError,
+    LoadReport,
+    MaskedLMHead,
+)
+from nblib.layers import read_hf_checkpoint
+
+# ---------------------------------------------------------------------------------------------
+# 1. Configuration
+
+
+@dataclass
+class ElectraConfig:
+    """ELECTRA's sizes: the discriminator is a BERT; the generator is the same BERT, narrower."""
+
+    discriminator: BertConfig  # the encoder that is pretrained and then fine-tuned (lesson 03's sizes)
+    # generator width as a share of the discriminator's: its hidden size, feed-forward width and
+    # number of heads (head size kept); same number of layers. Clark et al. 2020 found 1/4-1/2 best
+    # and 1/4 for ELECTRA-Small; 1/4 vs 1/2 on our validation split is still to be measured.
+    generator_size: float = 0.25
+    rtd_weight: float = 50.0  # λ in loss = MLM (generator) + λ · RTD (discriminator), Clark et al.
+
+    def __post_init__(self) -> None:
+        if not 0 < self.generator_size <= 1:
+            raise ValueError(f"generator_size must be in (0, 1], got {self.generator_size}")
+        if self.rtd_weight < 0:
+            raise ValueError(f"rtd_weight must be >= 0, got {self.rtd_weight}")
+
+    @classmethod
+    def from_preset(cls, preset: Any, vocab_size: int, *, generator_size: float = 0.25,
+                    rtd_weight: float = 50.0, pretraining: bool = False, **changes: Any) -> ElectraConfig:
+        """The discriminator is ``BertConfig.from_preset`` (lesson 03's BERT; ``changes`` go to it,
+        e.g. ``pre_ln``); the generator ``generator_size`` of its width."""
+        return cls(BertConfig.from_preset(preset, vocab_size, pretraining=pretraining, **changes),
+                   generator_size=generator_size, rtd_weight=rtd_weight)
+
+    def generator_config(self) -> BertConfig:
+        """The generator's ``BertConfig``: width, heads and feed-forward scaled by ``generator_size``,
+        its embeddings those of the discriminator (E wide, so ``embeddings_project`` maps E → its H)."""
+        d = self.discriminator
+        head_size = d.hidden_size // d.num_attention_heads
+        hidden = max(1, round(d.hidden_size * self.generator_size))
+        heads = max(1, hidden // head_size)
+        hidden = heads * max(1, round(hidden / heads))  # divisible by the number of heads
+        return dataclasses.replace(
+            d, hidden_size=hidden, num_attention_heads=heads,
+            intermediate_size=max(1, round(d.intermediate_size * self.generator_size)),
+            embedding_size=d.embedding_width)
+
+
+def _init_weights(module: nn.Module, std: float) -> None:
+    """BERT's init: N(0, std) for Linear and Embedding weights, zero biases (LayerNorms at 1, 0)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The models
+
+
+class DiscriminatorHead(nn.Module):
+    """Per position: Linear H → H, the model's GELU, Linear H → 1: the logit of "replaced"."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.approximate = "tanh" if config.hidden_act == "gelu_tanh" else "none"
+        self.dense_prediction = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        h = F.gelu(self.dense(h), approximate=self.approximate)  # (..., H)
+        return self.dense_prediction(h).squeeze(-1)  # (...,)
+
+
+class ElectraDiscriminator(nn.Module):
+    """The encoder ELECTRA pretrains: lesson 03's ``BertModel`` plus a replaced-token head.
+
+    Introduced in notebook 03b_electra. It exposes the encoder protocol (``encode``, ``pool``,
+    ``hidden_size``), so ``SentimentClassifier(discriminator, pooling="cls")`` fine-tunes it
+    exactly as BERT is fine-tuned. ELECTRA has no pooler: ``pool`` (tanh(W h_[CLS] + b)) starts at
+    random init, as the dense layer of Hugging Face's ELECTRA classification head does.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.head = DiscriminatorHead(config)
+        self.apply(lambda m: _init_weights(m, config.initializer_range))
+
+    # --- the encoder protocol
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+               token_type_ids: Tensor | None = None) -> list[Tensor]:
+        """L+1 hidden states (B, T, H), the (projected) embeddings first."""
+        return self.bert.encode(input_ids, attention_mask, token_type_ids)
+
+    def pool(self, h_cls: Tensor) -> Tensor:
+        return self.bert.pool(h_cls)  # (B, H)
+
+    # --- the replaced-token head
+    def rtd_logits(self, h: Tensor) -> Tensor:
+        """Logit of "this character was replaced", (B, T), from the last hidden states (B, T, H)."""
+        return self.head(h)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        """Replaced-token logits at every position, (B, T) (HF ``ElectraForPreTraining.logits``)."""
+        return self.rtd_logits(self.encode(input_ids, attention_mask, token_type_ids)[-1])
+
+    # --- Hugging Face weights
+    @classmethod
+    def from_hf(cls, source: str | Path | Mapping[str, Tensor],
+                config: BertConfig | Mapping[str, Any] | None = None,
+                strict: bool = True) -> ElectraDiscriminator:
+        """A discriminator from Hugging Face ELECTRA weights (notebooks 03b_electra, 07).
+
+        ``source``: a folder with ``config.json`` and ``model.safetensors`` / ``pytorch_model.bin``
+        (e.g. ``hfl/chinese-electra-180g-small-discriminator`` downloaded), a weights file, or a state
+        dict of ``ElectraForPreTraining`` or of a bare ``ElectraModel`` (keys without ``electra.``;
+        its replaced-token head then stays at random init and is listed in ``load_report.missing``).
+        ``config``: a ``BertConfig`` or an HF config dict, needed when no ``config.json`` lies
+        beside the weights. Raises ``CheckpointMismatchError`` naming every missing and unexpected
+        key (``strict=False`` loads what fits) and any shape that disagrees; the ``LoadReport`` is
+        kept in ``model.load_report``.
+        """
+        state, hf_config = read_hf_checkpoint(source)
+        if config is None:
+            if hf_config is None:
+                raise ValueError("no config.json found beside the weights: pass config=BertConfig(...) "
+                                 "or the HF config dict (heads and embedding size cannot be read "
+                                 "from the weights)")
+            config = hf_config
+        if not isinstance(config, BertConfig):
+            kind = config.get("position_embedding_type", "absolute")
+            if kind != "absolute":
+                raise ValueError(f"position_embedding_type {kind!r} is not supported (absolute only)")
+            config = BertConfig.from_hf_config(config)
+        if config.pre_ln:
+            raise ValueError("Hugging Face ELECTRA is post-LN: load it with pre_ln=False")
+        model = cls(config)
+        model.load_report = load_hf_state_dict(model, state, strict=strict)
+        return model
+
+    def to_hf(self) -> dict[str, Tensor]:
+        """The weights under Hugging Face ``ElectraForPreTraining`` names."""
+        if self.config.pre_ln:
+            raise ValueError("a pre-LN model has no Hugging Face ELECTRA equivalent (HF is post-LN)")
+        ours = self.state_dict()
+        return {hf: ours[name].detach().clone() for hf, name in hf_key_map(self.config).items()}
+
+
+class ElectraGenerator(nn.Module):
+    """The generator: a narrower ``BertModel`` and a masked-LM head tied to the word embeddings.
+
+    Introduced in notebook 03b_electra. Inside ``ElectraForPreTraining`` its embeddings *are* the
+    discriminator's (one module, as in Hugging Face and the original code): E wide, projected to
+    the generator's width by its own ``embeddings_project``. It needs no pooler.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        del self.bert.pooler  # never pooled: no [CLS] task for the generator
+        self.mlm_head = MaskedLMHead(config)  # H_gen → E, GELU, LayerNorm, · word embeddingsᵀ + bias
+        self.apply(lambda m: _init_weights(m, config.initializer_range))
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+               token_type_ids: Tensor | None = None) -> list[Tensor]:
+        return self.bert.encode(input_ids, attention_mask, token_type_ids)  # (L+1) × (B, T, H_gen)
+
+    def mlm_logits(self, h: Tensor) -> Tensor:
+        """Vocabulary logits (..., V) from generator hidden states (..., H_gen)."""
+        return self.mlm_head(h, self.bert.embeddings.word_embeddings.weight)
+
+
+class ElectraForPreTraining(nn.Module):
+    """Generator + discriminator with shared embeddings, and ELECTRA's loss (notebook 03b_electra).
+
+    ``pretraining_step`` takes the course's masked-LM batch (``bert.collate_mlm``: 15% selected,
+    80/10/10) and returns ``loss`` = generator MLM loss + λ · discriminator RTD loss with the
+    parts beside it, so ``train.Pretrainer`` / ``train.pretrain`` run it like BERT's MLM.
+    Fine-tune ``model.discriminator``; the generator is thrown away after pretraining.
+    """
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.config = config
+        self.discriminator = ElectraDiscriminator(config.discriminator)
+        self.generator = ElectraGenerator(config.generator_config())
+        # Token, position and segment embeddings (and their LayerNorm) shared: one module, two parents.
+        self.generator.bert.embeddings = self.discriminator.bert.embeddings
+
+    def pretraining_step(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """One ELECTRA step on a masked-LM batch (input_ids masked, labels -100 off the selection).
+
+        1. the generator predicts the selected characters (MLM loss on them only);
+        2. each selected position gets a character *sampled* from the generator's softmax (no
+           gradient flows through the sampling); a sample equal to the original counts as original;
+        3. the discriminator reads the corrupted text and, at every real position ([CLS] and [SEP]
+           included, padding not), predicts replaced / original (binary cross-entropy).
+        """
+        masked, labels = batch["input_ids"], batch["labels"]  # (B, T) each
+        real = batch["attention_mask"].bool()  # (B, T)
+        token_type_ids = batch.get("token_type_ids")
+        selected = labels != IGNORE_INDEX  # (B, T)
+        original = torch.where(selected, labels, masked)  # (B, T): the text before masking
+
+        h_gen = self.generator.encode(masked, real, token_type_ids)[-1]  # (B, T, H_gen)
+        targets = original[selected]  # (N,)
+        if targets.numel():
+            gen_logits = self.generator.mlm_logits(h_gen[selected])  # (N, V)
+            mlm_loss = F.cross_entropy(gen_logits.float(), targets)
+            mlm_acc = (gen_logits.argmax(-1) == targets).float().mean()
+            sampled = sample_replacements(gen_logits)  # (N,), no gradient
+        else:  # nothing selected (empty texts only): no MLM loss, nothing replaced
+            mlm_loss = h_gen.sum() * 0.0
+            mlm_acc = torch.zeros((), device=h_gen.device)
+            sampled = targets
+        corrupted, is_replaced = replace_tokens(original, selected, sampled)  # (B, T) each
+
+        h = self.discriminator.encode(corrupted, real, token_type_ids)[-1]  # (B, T, H)
+        logits = self.discriminator.rtd_logits(h)  # (B, T)
+        rtd_loss = F.binary_cross_entropy_with_logits(logits[real].float(), is_replaced[real])
+        loss = mlm_loss + self.config.rtd_weight * rtd_loss
+        predicted = logits[real] > 0
+        truth = is_replaced[real].bool()
+        return {
+            "loss": loss,
+            "mlm_loss": mlm_loss.detach(),
+            "mlm_acc": mlm_acc,
+            "rtd_loss": rtd_loss.detach(),
+            "rtd_acc": (predicted == truth).float().mean(),  # over every real position
+            "replaced_share": truth.float().mean(),  # share of real positions that differ
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. The pieces of a step
+
+
+@torch.no_grad()
+def sample_replacements(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One character id per row of ``logits`` (N, V), drawn from softmax(logits) (temperature 1).
+
+    Sampling, not argmax: the discriminator must see plausible but imperfect replacements. Runs
+    under ``no_grad``: the generator learns from its MLM loss only (the sampling is not
+    differentiable, and Clark et al. found the adversarial alternative worse).
+    """
+    probs = logits.detach().float().softmax(-1)  # (N, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N,)
+
+
+def replace_tokens(original: Tensor, selected: Tensor, sampled: Tensor) -> tuple[Tensor, Tensor]:
+    """The discriminator's input and labels (notebook 03b_electra's exercise).
+
+    ``original`` (B, T) ids, ``selected`` (B, T) bool, ``sampled`` (N,) with N = selected.sum(),
+    in row-major order of the selected positions. Returns ``corrupted`` (B, T): the original with
+    the selected positions replaced by the samples, and ``is_replaced`` (B, T) float: 1.0 where
+    the corrupted character differs from the original, else 0.0. A sampled character equal to the
+    original is labelled original (Clark et al.): nothing was replaced there.
+    """
+    if sampled.numel() != int(selected.sum()):
+        raise ValueError(f"{sampled.numel()} samples for {int(selected.sum())} selected positions")
+    corrupted = original.clone()
+    corrupted[selected] = sampled
+    return corrupted, (corrupted != original).float()
+
+
+def share_of_positions_with_a_loss(batch: Mapping[str, Tensor]) -> dict[str, float]:
+    """Of a masked-LM batch's real positions, the share each objective puts a loss on: masked-LM
+    (BERT, and ELECTRA's generator) the selected ones; ELECTRA's discriminator all of them."""
+    real = batch["attention_mask"].bool()
+    selected = (batch["labels"] != IGNORE_INDEX) & real
+    return {"real positions": int(real.sum()),
+            "masked LM": float(selected.sum() / real.sum()),
+            "ELECTRA discriminator": 1.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Hugging Face weights
+
+# Buffers (not weights) some HF files hold: dropped on load.
+HF_IGNORED = ("electra.embeddings.position_ids", "electra.embeddings.token_type_ids")
+HF_HEAD = ("discriminator_predictions.",)  # the replaced-token head: absent from a bare ElectraModel
+
+
+def hf_key_map(config: BertConfig) -> dict[str, str]:
+    """Hugging Face ``ElectraForPreTraining`` state-dict name -> ``ElectraDiscriminator`` name."""
+    names = {
+        "electra.embeddings.word_embeddings.weight": "bert.embeddings.word_embeddings.weight",
+        "electra.embeddings.position_embeddings.weight": "bert.embeddings.position_embeddings.weight",
+        "electra.embeddings.token_type_embeddings.weight": "bert.embeddings.token_type_embeddings.weight",
+        "electra.embeddings.LayerNorm.weight": "bert.embeddings.layer_norm.weight",
+        "electra.embeddings.LayerNorm.bias": "bert.embeddings.layer_norm.bias",
+    }
+    if config.factorised:
+        names["electra.embeddings_project.weight"] = "bert.embeddings_project.weight"
+        names["electra.embeddings_project.bias"] = "bert.embeddings_project.bias"
+    for i in range(config.num_hidden_layers):
+        for hf, ours in HF_LAYER_MAP.items():
+            for p in ("weight", "bias"):
+                names[f"electra.encoder.layer.{i}.{hf}.{p}"] = f"bert.layers.{i}.{ours}.{p}"
+    for hf, ours in (("dense", "dense"), ("dense_prediction", "dense_prediction")):
+        for p in ("weight", "bias"):
+            names[f"discriminator_predictions.{hf}.{p}"] = f"head.{ours}.{p}"
+    return names
+
+
+def _normalise_hf_keys(state: Mapping[str, Tensor], report: LoadReport) -> dict[str, Tensor]:
+    """Old LayerNorm names (gamma/beta) -> weight/bias; a bare ``ElectraModel``'s keys get the
+    ``electra.`` prefix; known buffers are dropped."""
+    bare = not any(k.startswith("electra.") for k in state)
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        new = key
+        if new.endswith("LayerNorm.gamma"):
+            new = new[: -len("gamma")] + "weight"
+        elif new.endswith("LayerNorm.beta"):
+            new = new[: -len("beta")] + "bias"
+        if bare and new.startswith(("embeddings.", "embeddings_project.", "encoder.")):
+            new = "electra." + new
+        if new != key:
+            report.renamed.append((key, new))
+        if new in HF_IGNORED:
+            report.ignored.append(key)
+            continue
+        out[new] = value
+    return out
+
+
+def load_hf_state_dict(model: ElectraDiscriminator, state: Mapping[str, Tensor],
+                       strict: bool = True) -> LoadReport:
+    """Copy HF ELECTRA discriminator weights into ``model``.
+
+    Raises ``CheckpointMismatchError`` naming every missing and unexpected key (when ``strict``)
+    and any key whose shape disagrees. A checkpoint with no replaced-token head at all (a bare
+    ``ElectraModel``) is accepted in strict mode: the head's keys are listed as missing and the head
+    keeps its random init (fine-tuning does not use it).
+    """
+    report = LoadReport()
+    state = _normalise_hf_keys(state, report)
+    names = hf_key_map(model.config)
+    report.missing = [k for k in names if k not in state]
+    report.unexpected = sorted(k for k in state if k not in names)
+    headless = not any(k.startswith(HF_HEAD) for k in state)
+    fatal = [k for k in report.missing if not (headless and k.startswith(HF_HEAD))]
+    if strict and (fatal or report.unexpected):
+        hint = ""
+        if any(k.startswith(("generator_predictions.", "generator_lm_head.")) for k in report.unexpected):
+            hint = (" This looks like a generator (ElectraForMaskedLM) checkpoint: load the "
+                    "'-discriminator' one.")
+        raise CheckpointMismatchError(
+            f"checkpoint does not fit ElectraDiscriminator({model.config}): "
+            f"missing keys {fatal}; unexpected keys {report.unexpected}.{hint} "
+            "Use strict=False to load what fits.")
+    ours = model.state_dict()
+    bad = [f"{hf}: checkpoint {tuple(state[hf].shape)} vs model {tuple(ours[name].shape)}"
+           for hf, name in names.items() if hf in state and state[hf].shape != ours[name].shape]
+    if bad:
+        raise CheckpointMismatchError("shapes disagree (check the config): " + "; ".join(bad))
+    model.load_state_dict({name: state[hf] for hf, name in names.items() if hf in state}, strict=False)
+    return report

@@ -1,0 +1,384 @@
+"""Tests for nblib.electra: the generator/discriminator step, shared embeddings, factorised
+embeddings in nblib.bert, and equivalence with Hugging Face ELECTRA discriminators."""
+
+import pytest
+import torch
+
+from nblib import electra
+from nblib.bert import IGNORE_INDEX, BertConfig, BertForPreTraining, BertModel, collate_mlm
+from nblib.electra import (
+    CheckpointMismatchError,
+    ElectraConfig,
+    ElectraDiscriminator,
+    ElectraForPreTraining,
+    replace_tokens,
+    sample_replacements,
+    share_of_positions_with_a_loss,
+)
+from nblib.text import CharTokenizer
+
+transformers = pytest.importorskip("transformers")
+torch.set_num_threads(1)
+
+REVIEWS = [
+    "房间很干净，服务也很热情。早餐种类丰富，下次还会再来！",
+    "位置不好，离地铁太远了。隔音很差，晚上吵得睡不着。",
+    "性价比高,前台小姐态度好.就是停车不太方便!",
+    "总体来说还可以，就是空调有点旧。",
+    "酒店设施陈旧，卫生间有异味，不推荐。",
+    "环境优雅，床很舒服？值得推荐",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> CharTokenizer:
+    return CharTokenizer.build(REVIEWS, min_count=1)
+
+
+def _tiny(vocab_size: int, **changes) -> ElectraConfig:
+    disc = BertConfig.tiny(vocab_size=vocab_size, hidden_dropout_prob=0.0,
+                           attention_probs_dropout_prob=0.0, **changes)
+    return ElectraConfig(disc)
+
+
+def _batch(tokenizer: CharTokenizer, seed: int = 0) -> dict[str, torch.Tensor]:
+    return collate_mlm(REVIEWS, tokenizer, 32, seed=seed)
+
+
+# --- configuration
+
+
+@pytest.mark.parametrize(("size", "hidden", "heads", "ffn"), [(0.25, 32, 1, 128), (0.5, 64, 2, 256)])
+def test_generator_is_narrower_with_the_same_layers(size, hidden, heads, ffn) -> None:
+    disc = BertConfig(vocab_size=100, hidden_size=128, num_attention_heads=4, intermediate_size=512)
+    gen = ElectraConfig(disc, generator_size=size).generator_config()
+    assert (gen.hidden_size, gen.num_attention_heads, gen.intermediate_size) == (hidden, heads, ffn)
+    assert gen.num_hidden_layers == disc.num_hidden_layers
+    assert gen.embedding_size == 128 and gen.factorised  # the discriminator's embeddings, projected
+
+
+def test_config_refuses_bad_values() -> None:
+    with pytest.raises(ValueError, match="generator_size"):
+        ElectraConfig(BertConfig.tiny(), generator_size=0.0)
+    with pytest.raises(ValueError, match="rtd_weight"):
+        ElectraConfig(BertConfig.tiny(), rtd_weight=-1.0)
+    with pytest.raises(ValueError, match="embedding_size"):
+        BertConfig.tiny(embedding_size=0)
+
+
+# --- factorised embeddings in nblib.bert
+
+
+def test_embedding_size_none_or_equal_is_todays_bert() -> None:
+    torch.manual_seed(0)
+    plain = BertForPreTraining(BertConfig.tiny())
+    torch.manual_seed(0)
+    same = BertForPreTraining(BertConfig.tiny(embedding_size=32))  # E = H: nothing to project
+    assert plain.bert.embeddings_project is None and same.bert.embeddings_project is None
+    a, b = plain.state_dict(), same.state_dict()
+    assert list(a) == list(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_factorised_embeddings_are_projected() -> None:
+    config = BertConfig.tiny(embedding_size=16)
+    model = BertForPreTraining(config).eval()
+    assert model.bert.embeddings.word_embeddings.weight.shape == (100, 16)
+    assert model.bert.embeddings_project.weight.shape == (32, 16)
+    assert model.mlm_head.dense.weight.shape == (16, 32)  # back to E for the tied decoder
+    ids = torch.randint(5, 100, (2, 7))
+    states = model.encode(ids)
+    assert all(h.shape == (2, 7, 32) for h in states)
+    emb = model.bert.embeddings(ids)  # (B, T, E)
+    torch.testing.assert_close(states[0], model.bert.embeddings_project(emb))
+    mlm, _ = model(ids)
+    assert mlm.shape == (2, 7, 100)
+    with pytest.raises(ValueError, match="factorised"):
+        config.to_hf_config()
+
+
+# --- the pieces of a step
+
+
+def test_replace_tokens_labels_equal_samples_as_original() -> None:
+    original = torch.tensor([[2, 10, 11, 12, 3, 0], [2, 20, 21, 3, 0, 0]])
+    selected = torch.tensor([[False, True, False, True, False, False],
+                             [False, True, True, False, False, False]])
+    sampled = torch.tensor([40, 12, 20, 30])  # row 0: 10→40, 12→12 (equal); row 1: 20→20 (equal), 21→30
+    corrupted, is_replaced = replace_tokens(original, selected, sampled)
+    assert corrupted.tolist() == [[2, 40, 11, 12, 3, 0], [2, 20, 30, 3, 0, 0]]
+    assert is_replaced.tolist() == [[0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]]
+    assert is_replaced.dtype == torch.float32
+    with pytest.raises(ValueError, match="3 samples for 4 selected"):
+        replace_tokens(original, selected, sampled[:3])
+
+
+def test_sampling_follows_the_softmax_and_carries_no_gradient() -> None:
+    logits = torch.tensor([[0.0, 0.0, 10.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_replacements(logits, g) for _ in range(2000)])  # (2000, 2)
+    assert not draws.requires_grad and draws.dtype == torch.long
+    assert (draws[:, 0] == 2).float().mean() > 0.99  # a confident row nearly always gives its argmax
+    counts = torch.bincount(draws[:, 1], minlength=3).float() / 2000
+    assert torch.allclose(counts, torch.full((3,), 1 / 3), atol=0.05)  # a flat row is sampled, not argmaxed
+
+
+def test_share_of_positions_with_a_loss(tokenizer: CharTokenizer) -> None:
+    batch = _batch(tokenizer)
+    share = share_of_positions_with_a_loss(batch)
+    assert share["real positions"] == int(batch["attention_mask"].sum())
+    assert 0.08 < share["masked LM"] < 0.16  # 15% of the characters, and [CLS]/[SEP] never
+    assert share["ELECTRA discriminator"] == 1.0
+
+
+# --- the pretraining model
+
+
+def test_embeddings_are_shared_and_counted_once(tokenizer: CharTokenizer) -> None:
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
+    assert model.generator.bert.embeddings is model.discriminator.bert.embeddings
+    assert model.generator.bert.embeddings_project.weight.shape == (8, 32)  # E=32 → H_gen=8
+    assert not hasattr(model.generator.bert, "pooler")
+    n_unique = sum(p.numel() for p in model.parameters())
+    n_parts = (sum(p.numel() for p in model.discriminator.parameters())
+               + sum(p.numel() for p in model.generator.parameters())
+               - sum(p.numel() for p in model.discriminator.bert.embeddings.parameters()))
+    assert n_unique == n_parts
+
+
+def test_step_losses_and_the_equal_sample_rule(tokenizer: CharTokenizer, monkeypatch) -> None:
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size)).eval()
+    batch = _batch(tokenizer)
+    selected = batch["labels"] != IGNORE_INDEX
+    original = torch.where(selected, batch["labels"], batch["input_ids"])
+
+    # A perfect generator: every sample equals the original, so nothing counts as replaced.
+    monkeypatch.setattr(electra, "sample_replacements", lambda logits: original[selected])
+    with torch.no_grad():
+        out = model.pretraining_step(batch)
+    assert float(out["replaced_share"]) == 0.0
+
+    # A generator that always changes the character: the replaced share is the selected share, and the
+    # RTD loss is the binary cross-entropy over every real position (padding excluded).
+    shifted = torch.where(original[selected] + 1 < tokenizer.vocab_size, original[selected] + 1, 5)
+    monkeypatch.setattr(electra, "sample_replacements", lambda logits: shifted)
+    with torch.no_grad():
+        out = model.pretraining_step(batch)
+        real = batch["attention_mask"]
+        corrupted = original.clone()
+        corrupted[selected] = shifted
+        logits = model.discriminator(corrupted, real)  # (B, T)
+        labels = (corrupted != original).float()
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[real], labels[real])
+    torch.testing.assert_close(out["rtd_loss"], expected)
+    assert float(out["replaced_share"]) == pytest.approx(float(selected.sum() / real.sum()))
+    torch.testing.assert_close(out["loss"], out["mlm_loss"] + 50.0 * out["rtd_loss"])
+    assert not real.all(), "the batch must hold padding for this test to mean something"
+
+
+def test_no_gradient_through_the_sampling(tokenizer: CharTokenizer) -> None:
+    """The generator's own layers learn from the MLM loss only: λ changes their gradient not at all."""
+    grads = {}
+    for weight in (0.0, 50.0):
+        torch.manual_seed(0)
+        config = _tiny(tokenizer.vocab_size)
+        model = ElectraForPreTraining(ElectraConfig(config.discriminator, rtd_weight=weight))
+        torch.manual_seed(1)  # the same samples in both runs
+        model.pretraining_step(_batch(tokenizer))["loss"].backward()
+        grads[weight] = (model.generator.bert.layers[0].ffn.fc1.weight.grad.clone(),
+                         model.discriminator.bert.embeddings.word_embeddings.weight.grad.clone())
+    torch.testing.assert_close(grads[0.0][0], grads[50.0][0])
+    assert not torch.allclose(grads[0.0][1], grads[50.0][1])  # the shared embeddings get both losses
+
+
+def test_pretraining_reduces_the_loss(tokenizer: CharTokenizer) -> None:
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = _batch(tokenizer)
+    first = None
+    for _ in range(40):
+        out = model.pretraining_step(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = first or float(out["loss"])
+    assert float(out["loss"]) < 0.7 * first
+    assert torch.isfinite(out["rtd_acc"]) and 0 <= float(out["rtd_acc"]) <= 1
+
+
+def test_runs_under_the_course_pretrainer(tokenizer: CharTokenizer, tmp_path) -> None:
+    from nblib import train
+    from nblib.presets import get_preset
+
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
+    data = train.LanguageModelDataModule(REVIEWS * 4, REVIEWS[:2],
+                                         lambda texts: collate_mlm(texts, tokenizer, 32), batch_size=4)
+    module = train.Pretrainer(model, lr=1e-3, warmup_steps=1)
+    trainer = train.make_trainer(get_preset("smoke"), tmp_path, max_steps=3, monitor=None)
+    trainer.fit(module, datamodule=data)
+    assert trainer.global_step == 3
+    assert {"rtd_loss", "mlm_loss", "replaced_share"} <= set(module.history[-1])
+    assert module.tokens_seen > 0
+    held = train.evaluate_pretraining(model, data.heldout_dataloader())
+    assert {"loss", "rtd_acc"} <= set(held)
+
+
+def test_discriminator_fine_tunes_like_bert(tokenizer: CharTokenizer) -> None:
+    from nblib import train
+
+    disc = ElectraDiscriminator(BertConfig.tiny(vocab_size=tokenizer.vocab_size))
+    classifier = train.SentimentClassifier(disc, pooling="cls")
+    batch = tokenizer.batch_encode(REVIEWS[:3], max_len=32)
+    logits = classifier(batch)
+    assert logits.shape == (3, 2)
+    pooled, hidden = classifier.pooled(batch)
+    torch.testing.assert_close(pooled, disc.pool(hidden[-1][:, 0]))
+
+
+# --- Hugging Face ELECTRA discriminators
+
+
+def _hf_discriminator(seed: int = 0, embedding_size: int = 16):
+    """A tiny HF ElectraForPreTraining with factorised embeddings (E=16 < H=32) and EVERY parameter
+    random, LayerNorm scales and biases included."""
+    torch.manual_seed(seed)
+    config = transformers.ElectraConfig(
+        vocab_size=50, embedding_size=embedding_size, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64, max_position_embeddings=40, hidden_act="gelu")
+    hf = transformers.ElectraForPreTraining(config).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            centre = 1.0 if name.endswith("LayerNorm.weight") else 0.0
+            p.copy_(centre + 0.3 * torch.randn_like(p))
+    return hf, config
+
+
+def _padded_batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(5, 50, (3, 12), generator=g)
+    attention_mask = torch.ones(3, 12, dtype=torch.bool)
+    attention_mask[1, 8:] = False
+    attention_mask[2, 5:] = False
+    input_ids[~attention_mask] = 0
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, 4:] = 1
+    token_type_ids[~attention_mask] = 0
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+
+def _assert_equivalent(hf, ours) -> None:
+    batch = _padded_batch()
+    real = batch["attention_mask"]
+    with torch.no_grad():
+        ref = hf(input_ids=batch["input_ids"], attention_mask=real.long(),
+                 token_type_ids=batch["token_type_ids"], output_hidden_states=True)
+        states = ours.encode(**batch)
+        logits = ours(**batch)
+    assert len(states) == len(ref.hidden_states) == 3
+    for layer, (a, b) in enumerate(zip(states, ref.hidden_states, strict=True)):
+        assert (a[real] - b[real]).abs().max() <= 1e-5, f"hidden state {layer} differs"
+    assert (logits[real] - ref.logits[real]).abs().max() <= 1e-5
+
+
+def test_matches_hugging_face_electra_with_factorised_embeddings() -> None:
+    hf, config = _hf_discriminator()
+    assert hasattr(hf.electra, "embeddings_project")
+    ln = hf.electra.embeddings.LayerNorm.weight
+    assert not torch.allclose(ln, torch.ones_like(ln)), "LayerNorms must be randomised too"
+    ours = ElectraDiscriminator.from_hf(hf.state_dict(), config=config.to_dict()).eval()
+    assert ours.config.embedding_size == 16 and ours.bert.embeddings_project is not None
+    assert ours.load_report.missing == [] and ours.load_report.unexpected == []
+    _assert_equivalent(hf, ours)
+
+
+def test_bare_electra_model_and_unfactorised_config_load() -> None:
+    hf, config = _hf_discriminator(seed=3, embedding_size=32)  # E = H: no embeddings_project
+    assert not hasattr(hf.electra, "embeddings_project")
+    bare = hf.electra.state_dict()  # an ElectraModel checkpoint: no "electra." prefix, no head
+    ours = ElectraDiscriminator.from_hf(bare, config=config.to_dict()).eval()
+    assert ours.bert.embeddings_project is None
+    assert sorted(ours.load_report.missing) == sorted(
+        f"discriminator_predictions.{m}.{p}" for m in ("dense", "dense_prediction") for p in ("weight", "bias"))
+    batch = _padded_batch()
+    real = batch["attention_mask"]
+    with torch.no_grad():
+        ref = hf.electra(input_ids=batch["input_ids"], attention_mask=real.long(),
+                         token_type_ids=batch["token_type_ids"], output_hidden_states=True)
+        states = ours.encode(**batch)
+    for a, b in zip(states, ref.hidden_states, strict=True):
+        assert (a[real] - b[real]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_from_hf_folder_and_to_hf_round_trip(tmp_path, safe: bool) -> None:
+    hf, _ = _hf_discriminator(seed=1)
+    hf.save_pretrained(tmp_path, safe_serialization=safe)
+    ours = ElectraDiscriminator.from_hf(tmp_path).eval()  # config.json read from the folder
+    _assert_equivalent(hf, ours)
+    back = transformers.ElectraForPreTraining(hf.config).eval()
+    result = back.load_state_dict(ours.to_hf(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    _assert_equivalent(back, ours)
+
+
+def test_missing_and_unexpected_keys_are_named() -> None:
+    hf, config = _hf_discriminator()
+    broken = dict(hf.state_dict())
+    del broken["electra.encoder.layer.1.output.dense.bias"]
+    del broken["electra.embeddings_project.weight"]
+    broken["electra.encoder.layer.7.extra.weight"] = torch.zeros(3)
+    with pytest.raises(CheckpointMismatchError) as err:
+        ElectraDiscriminator.from_hf(broken, config=config.to_dict())
+    message = str(err.value)
+    for key in ("electra.encoder.layer.1.output.dense.bias", "electra.embeddings_project.weight",
+                "electra.encoder.layer.7.extra.weight"):
+        assert key in message
+    loose = ElectraDiscriminator.from_hf(broken, config=config.to_dict(), strict=False)
+    assert set(loose.load_report.missing) == {"electra.encoder.layer.1.output.dense.bias",
+                                              "electra.embeddings_project.weight"}
+    assert loose.load_report.unexpected == ["electra.encoder.layer.7.extra.weight"]
+
+
+def test_a_head_missing_in_part_is_an_error() -> None:
+    hf, config = _hf_discriminator()
+    broken = dict(hf.state_dict())
+    del broken["discriminator_predictions.dense_prediction.bias"]
+    with pytest.raises(CheckpointMismatchError, match=r"discriminator_predictions\.dense_prediction\.bias"):
+        ElectraDiscriminator.from_hf(broken, config=config.to_dict())
+
+
+def test_generator_checkpoint_and_wrong_shapes_are_refused() -> None:
+    torch.manual_seed(0)
+    config = transformers.ElectraConfig(vocab_size=50, embedding_size=16, hidden_size=32,
+                                        num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=64, max_position_embeddings=40)
+    generator = transformers.ElectraForMaskedLM(config)
+    with pytest.raises(CheckpointMismatchError, match="generator.*-discriminator"):
+        ElectraDiscriminator.from_hf(generator.state_dict(), config=config.to_dict())
+    hf, _ = _hf_discriminator()
+    with pytest.raises(CheckpointMismatchError, match="electra.embeddings.word_embeddings.weight"):
+        ElectraDiscriminator.from_hf(hf.state_dict(), config={**hf.config.to_dict(), "vocab_size": 60})
+
+
+def test_from_hf_needs_a_config_and_refuses_pre_ln() -> None:
+    hf, config = _hf_discriminator()
+    with pytest.raises(ValueError, match="no config.json"):
+        ElectraDiscriminator.from_hf(hf.state_dict())
+    ours = BertConfig.from_hf_config(config.to_dict())
+    with pytest.raises(ValueError, match="post-LN"):
+        ElectraDiscriminator.from_hf(hf.state_dict(), config=BertConfig(**{**vars(ours), "pre_ln": True}))
+
+
+def test_pretrained_discriminator_loads_into_a_fresh_encoder(tokenizer: CharTokenizer) -> None:
+    """What lesson 03b does: keep the discriminator's weights, fine-tune a fresh copy."""
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
+    fresh = ElectraDiscriminator(model.config.discriminator)
+    fresh.load_state_dict(model.discriminator.state_dict())
+    ids = tokenizer.batch_encode(REVIEWS[:2], max_len=32)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.encode(**ids)[-1], model.discriminator.encode(**ids)[-1])
+    assert isinstance(fresh.bert, BertModel)
