@@ -25,7 +25,7 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 FIGURES_DIR = REPO_ROOT / "figures"
 KERNEL_NAME = "nblib"
 # Every model a record may name, in the order the table shows them.
-KNOWN_MODELS = ["majority", "tfidf", "static", "elmo", "bert", "gpt", "bert-base-chinese"]
+KNOWN_MODELS = ["majority", "tfidf", "static", "elmo", "bert", "electra", "gpt", "bert-base-chinese"]
 # Lesson 07 downloads and fine-tunes bert-base-chinese: hours on a GPU-less laptop, so the main job
 # runs it only when asked (`make report WITH_CHECKPOINTS=1`).
 CHECKPOINT_LESSONS = ("07_",)
@@ -33,8 +33,9 @@ COMPARE_LESSON = "05_compare.ipynb"
 
 
 def lesson_notebooks(directory: Path = NOTEBOOKS_DIR) -> list[Path]:
-    """The lessons in course order: ``NN_name.ipynb``."""
-    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+    """The lessons in course order: ``NN_name.ipynb`` and short follow-ups ``NNb_name.ipynb``
+    (03b_electra sorts after 03_bert)."""
+    return sorted(p for p in directory.glob("[0-9][0-9]*_*.ipynb"))
 
 
 def report_order(notebooks: Sequence[Path], with_checkpoints: bool = False) -> list[Path]:
