@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from nblib import data, elmo, text, train
+from nblib import classifier, data, datamodules, elmo, records, text
 from nblib.presets import get_preset
 
 
@@ -54,7 +54,7 @@ def main() -> None:
     with torch.no_grad():
         layers = elmo.BiLM(config).eval().encode(batch["input_ids"], mask, batch["char_ids"])
     for number, h in enumerate(layers):
-        pooled = train.masked_mean(h, mask)
+        pooled = classifier.masked_mean(h, mask)
         print(json.dumps({"layer": number, "per_word_std": round(float(h[mask.bool()].std()), 4),
                           "pooled_std_across_reviews": round(float(pooled.std(0).mean()), 4),
                           "pooled_mean_abs": round(float(pooled.abs().mean()), 4)}), flush=True)
@@ -68,14 +68,14 @@ def main() -> None:
                                                weights_only=True)["state_dict"])
         elif init != "random":
             raise ValueError(f"unknown init {init!r}: 'random' or 'pretrained'")
-        classifier = train.SentimentClassifier(encoder, pooling=pooling, lr=lr,
-                                               num_layers=config.n_layers + 1, mix_layer_norm=layer_norm)
-        datamodule = train.ClassificationDataModule(split.train, split.val, split.test, collate,
-                                                    preset.finetune_batch_size)
+        clf = classifier.SentimentClassifier(encoder, pooling=pooling, lr=lr,
+                                             num_layers=config.n_layers + 1, mix_layer_norm=layer_norm)
+        datamodule = datamodules.ClassificationDataModule(split.train, split.val, split.test, collate,
+                                                          preset.finetune_batch_size)
         started = time.time()
-        _, results = train.fit_classifier(classifier, datamodule, collate, preset,
-                                          train.runs_dir() / "elmo-twin" / f"{init}-{lr}-{pooling}-{layer_norm}-{args.epochs}",
-                                          seed=0, max_epochs=args.epochs)
+        _, results = classifier.fit_classifier(clf, datamodule, collate, preset,
+                                               records.runs_dir() / "elmo-twin" / f"{init}-{lr}-{pooling}-{layer_norm}-{args.epochs}",
+                                               seed=0, max_epochs=args.epochs)
         print(json.dumps({"init": init, "lr": lr, "pooling": pooling, "mix_layer_norm": layer_norm, "epochs": args.epochs,
                           "val_acc": round(results["val"]["accuracy"], 4),
                           "val_macro_f1": round(results["val"]["macro_f1"], 4),

@@ -3,7 +3,7 @@ fine-tune several variants on seed 0 and print validation and test metrics (one 
 
 Not part of the tests or of `make report`: this is how the pretraining and fine-tuning choices in
 ``nblib/presets.py`` were measured (numbers in the issue notes). Runs are kept under /tmp; the
-pretraining checkpoint goes to ``runs/<preset>/pretrain/<name>.pt`` through ``train.pretrain``, so
+pretraining checkpoint goes to ``runs/<preset>/pretrain/<name>.pt`` through ``pretraining.pretrain``, so
 with ``--name bert`` / ``--name gpt`` lessons 03 and 04 reuse it (same settings, same seed).
 
     .venv/bin/python experiments/recipes.py --model bert --name bert \\
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from nblib import bert, data, gpt, text, train
+from nblib import bert, classifier, data, datamodules, gpt, pretraining, text
 from nblib.presets import get_preset
 
 JOB_KEYS = {"variant", "pooling", "lr", "lm", "freeze", "fdrop", "epochs", "n", "seed"}
@@ -87,11 +87,11 @@ def main() -> None:
     if args.hotel_repeats > 1:  # TAPT (Gururangan et al. 2020): more of the task's own unlabelled text
         hotel = set(split.train["text"])
         train_texts = train_texts + [t for t in train_texts if t in hotel] * (args.hotel_repeats - 1)
-    lm_data = train.LanguageModelDataModule(train_texts, corpus[-n_heldout:], collate,
-                                            preset.pretrain_batch_size)
+    lm_data = datamodules.LanguageModelDataModule(train_texts, corpus[-n_heldout:], collate,
+                                                  preset.pretrain_batch_size)
     # lesson 03's recipe dict is part of its cache key: with --name bert the lesson reuses this checkpoint
     recipe = {"pre_ln": True, "nsp": args.nsp, "whole_word": args.whole_word} if args.model == "bert" else None
-    info = train.pretrain(model, lm_data, preset, args.name, seed=0, recipe=recipe)
+    info = pretraining.pretrain(model, lm_data, preset, args.name, seed=0, recipe=recipe)
     pretrained_state = {k: v.clone() for k, v in model.state_dict().items()}
     print("pretraining", {k: v for k, v in info.items() if k != "history"}, flush=True)
 
@@ -107,16 +107,16 @@ def main() -> None:
         if job["variant"] == "pretrained":
             encoder.load_state_dict(pretrained_state)
         pooling = job.get("pooling", "cls" if args.model == "bert" else "last")
-        classifier = train.SentimentClassifier(
+        clf = classifier.SentimentClassifier(
             encoder, pooling=pooling, lr=job.get("lr", preset.finetune_lr), lm_loss_weight=job.get("lm", 0.0),
             freeze_encoder=job.get("freeze", False), num_layers=preset.num_layers + 1, mix_layer_norm=True)
-        frame = train.subsample(split.train, job.get("n"), seed=0)
-        datamodule = train.ClassificationDataModule(frame, split.val, split.test, classify_collate,
-                                                    preset.finetune_batch_size)
+        frame = datamodules.subsample(split.train, job.get("n"), seed=0)
+        datamodule = datamodules.ClassificationDataModule(frame, split.val, split.test, classify_collate,
+                                                          preset.finetune_batch_size)
         started = time.time()
-        _, results = train.fit_classifier(classifier, datamodule, classify_collate, preset,
-                                          out.parent / args.name / str(number), seed=seed,
-                                          max_epochs=job.get("epochs"))
+        _, results = classifier.fit_classifier(clf, datamodule, classify_collate, preset,
+                                               out.parent / args.name / str(number), seed=seed,
+                                               max_epochs=job.get("epochs"))
         row = {"model": args.model, "name": args.name, "pre": json.loads(args.pre), "mlm": args.mlm,
                "hotel_repeats": args.hotel_repeats, "nsp": args.nsp, "whole_word": args.whole_word, **job,
                "val_acc": round(results["val"]["accuracy"], 4), "val_f1": round(results["val"]["macro_f1"], 4),

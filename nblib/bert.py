@@ -227,7 +227,7 @@ class BertForPreTraining(nn.Module):
     """BERT with its two pretraining heads: masked LM (tied decoder) and next-sentence prediction.
 
     Introduced in notebook 03_bert. Exposes the encoder protocol (``encode``, ``pool``,
-    ``hidden_size``) so ``nblib.train.SentimentClassifier`` can fine-tune it directly.
+    ``hidden_size``) so ``nblib.classifier.SentimentClassifier`` can fine-tune it directly.
     """
 
     def __init__(self, config: BertConfig):

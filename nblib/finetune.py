@@ -7,7 +7,7 @@ transformers' ``run_glue.py``::
         --max_seq_length 128 --learning_rate 2e-5 --num_train_epochs 2
 
 The checkpoint's weights go into nblib's own ``BertForPreTraining`` (``from_hf``) and are
-fine-tuned by the course's ``train.SentimentClassifier`` through ``train.fit_classifier``: the
+fine-tuned by the course's ``classifier.SentimentClassifier`` through ``classifier.fit_classifier``: the
 same classifier, optimiser schedule, model selection (best validation macro-F1) and metrics as
 every model of the course. Only the tokenizer is the checkpoint's own (Hugging Face's
 ``BertTokenizer`` over its vocab.txt).
@@ -449,14 +449,15 @@ def fine_tune_bert(
 ) -> tuple[Any, Any, dict]:
     """The course's protocol on a loaded checkpoint: ``SentimentClassifier`` (pooling ``cls``
     through BERT's pooler) + ``fit_classifier``. Returns (classifier, trainer, results)."""
-    from nblib import train
+    from nblib.classifier import SentimentClassifier, fit_classifier
+    from nblib.datamodules import ClassificationDataModule
 
     train_frame, val_frame, test_frame = frames
-    datamodule = train.ClassificationDataModule(train_frame, val_frame, test_frame, collate, batch_size)
+    datamodule = ClassificationDataModule(train_frame, val_frame, test_frame, collate, batch_size)
     torch.manual_seed(seed)  # the new head's initialisation
-    classifier = train.SentimentClassifier(model, pooling="cls", lr=learning_rate)
-    trainer, results = train.fit_classifier(classifier, datamodule, collate, preset, run_dir,
-                                            seed=seed, max_epochs=epochs)
+    classifier = SentimentClassifier(model, pooling="cls", lr=learning_rate)
+    trainer, results = fit_classifier(classifier, datamodule, collate, preset, run_dir,
+                                      seed=seed, max_epochs=epochs)
     return classifier, trainer, results
 
 
@@ -529,9 +530,9 @@ def _frames(args: argparse.Namespace, preset: Any) -> tuple[tuple[Any, Any, Any]
         if frame.empty:
             raise FinetuneError(f"the {name} data is empty")
     if args.max_train_samples is not None:
-        from nblib import train
+        from nblib.datamodules import subsample
 
-        frames = (train.subsample(frames[0], args.max_train_samples, seed=args.seed), *frames[1:])
+        frames = (subsample(frames[0], args.max_train_samples, seed=args.seed), *frames[1:])
     return frames, source
 
 
@@ -552,7 +553,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     frames, source = _frames(args, preset)
     started = time.time()
     tokenizer, model = load_bert(args.model_name_or_path)
-    from nblib import train  # Lightning: imported once the cheap checks have passed
+    # Lightning: imported once the cheap checks have passed
+    from nblib.classifier import count_parameters
+    from nblib.records import make_record, write_record
 
     if args.max_seq_length > model.config.max_position_embeddings:
         raise FinetuneError(f"--max_seq_length {args.max_seq_length} exceeds the model's "
@@ -573,15 +576,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     metrics = {"model_name_or_path": str(args.model_name_or_path), "data": source,
                "train_samples": len(frames[0]), **flat_metrics(results)}
-    record = train.make_record(
+    record = make_record(
         model=RECORD_MODEL, variant="pretrained", preset=preset, seed=args.seed,
-        train_size=len(frames[0]), parameters=train.count_parameters(model.bert), results=results,
+        train_size=len(frames[0]), parameters=count_parameters(model.bert), results=results,
         started=started, checkpoint=str(args.model_name_or_path), data=source,
         max_seq_length=args.max_seq_length, learning_rate=args.learning_rate,
         normalize_text=args.normalize_text)
-    train.write_record(record, output_dir / "result.json", trainer=trainer)
+    write_record(record, output_dir / "result.json", trainer=trainer)
     if args.add_to_comparison:
-        metrics["comparison_record"] = str(train.write_record(record, trainer=trainer))
+        metrics["comparison_record"] = str(write_record(record, trainer=trainer))
     (output_dir / "all_results.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False),
                                                  encoding="utf-8")
     return metrics

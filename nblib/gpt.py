@@ -182,7 +182,7 @@ class GPT(nn.Module):
                ) -> list[torch.Tensor]:
         """Every layer's hidden states: L+1 tensors (B, T, H); the last is after ``ln_f``.
 
-        The encoder protocol of :class:`nblib.train.SentimentClassifier` (pooling ``last``).
+        The encoder protocol of :class:`nblib.classifier.SentimentClassifier` (pooling ``last``).
         """
         hidden, _ = self._hidden_states(input_ids, attention_mask)
         return hidden

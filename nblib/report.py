@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from nblib.presets import PRESETS, get_preset
-from nblib.train import REPO_ROOT, RecordError, git_revision, load_record, runs_dir
+from nblib.records import REPO_ROOT, RecordError, git_revision, load_record, runs_dir
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 FIGURES_DIR = REPO_ROOT / "figures"

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from test_train import synthetic_frames  # noqa: E402
 
-from nblib import train  # noqa: E402
+from nblib import classifier, datamodules, records  # noqa: E402
 from nblib.presets import get_preset  # noqa: E402
 from nblib.static import StaticEmbedding  # noqa: E402
 from nblib.text import CharTokenizer  # noqa: E402
@@ -25,17 +25,17 @@ def collate(texts):
     return tok.batch_encode(texts, 16)
 
 
-dm = train.ClassificationDataModule(tr, va, te, collate, batch_size=16)
+dm = datamodules.ClassificationDataModule(tr, va, te, collate, batch_size=16)
 encoder = StaticEmbedding(tok.vocab_size, 8)
-model = train.SentimentClassifier(encoder, "mean", lr=1e-2)
-trainer = train.make_trainer(preset, Path(sys.argv[1]) / "ddp", max_epochs=1, accelerator="cpu", devices=2,
+model = classifier.SentimentClassifier(encoder, "mean", lr=1e-2)
+trainer = classifier.make_trainer(preset, Path(sys.argv[1]) / "ddp", max_epochs=1, accelerator="cpu", devices=2,
                              strategy="ddp", monitor=None)
 trainer.fit(model, datamodule=dm)
 results = trainer.validate(model, datamodule=dm, verbose=False)[0]
-record = train.make_record(model="static", variant="baseline", preset=preset, seed=0, train_size=len(tr),
-                           parameters=train.count_parameters(encoder),
-                           results={"val": {"accuracy": results["val_accuracy"], "macro_f1": results["val_macro_f1"],
+record = records.make_record(model="static", variant="baseline", preset=preset, seed=0, train_size=len(tr),
+                             parameters=classifier.count_parameters(encoder),
+                             results={"val": {"accuracy": results["val_accuracy"], "macro_f1": results["val_macro_f1"],
                                             "recall": {}},
                                     "test": {"accuracy": 0.0, "macro_f1": 0.0, "recall": {}}},
-                           world_size=trainer.world_size)
-train.write_record(record, trainer=trainer)
+                             world_size=trainer.world_size)
+records.write_record(record, trainer=trainer)

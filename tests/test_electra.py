@@ -209,28 +209,28 @@ def test_pretraining_reduces_the_loss(tokenizer: CharTokenizer) -> None:
 
 
 def test_runs_under_the_course_pretrainer(tokenizer: CharTokenizer, tmp_path) -> None:
-    from nblib import train
+    from nblib import classifier, datamodules, pretraining
     from nblib.presets import get_preset
 
     torch.manual_seed(0)
     model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
-    data = train.LanguageModelDataModule(REVIEWS * 4, REVIEWS[:2],
+    data = datamodules.LanguageModelDataModule(REVIEWS * 4, REVIEWS[:2],
                                          lambda texts: collate_mlm(texts, tokenizer, 32), batch_size=4)
-    module = train.Pretrainer(model, lr=1e-3, warmup_steps=1)
-    trainer = train.make_trainer(get_preset("smoke"), tmp_path, max_steps=3, monitor=None)
+    module = pretraining.Pretrainer(model, lr=1e-3, warmup_steps=1)
+    trainer = classifier.make_trainer(get_preset("smoke"), tmp_path, max_steps=3, monitor=None)
     trainer.fit(module, datamodule=data)
     assert trainer.global_step == 3
     assert {"rtd_loss", "mlm_loss", "replaced_share"} <= set(module.history[-1])
     assert module.tokens_seen > 0
-    held = train.evaluate_pretraining(model, data.heldout_dataloader())
+    held = pretraining.evaluate_pretraining(model, data.heldout_dataloader())
     assert {"loss", "rtd_acc"} <= set(held)
 
 
 def test_discriminator_fine_tunes_like_bert(tokenizer: CharTokenizer) -> None:
-    from nblib import train
+    from nblib.classifier import SentimentClassifier
 
     disc = ElectraDiscriminator(BertConfig.tiny(vocab_size=tokenizer.vocab_size))
-    classifier = train.SentimentClassifier(disc, pooling="cls")
+    classifier = SentimentClassifier(disc, pooling="cls")
     batch = tokenizer.batch_encode(REVIEWS[:3], max_len=32)
     logits = classifier(batch)
     assert logits.shape == (3, 2)

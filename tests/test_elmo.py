@@ -323,7 +323,7 @@ def test_a_few_steps_reduce_the_loss(toks, softmax):
 
 
 def test_with_jieba_words_and_the_shared_classifier():
-    from nblib.train import SentimentClassifier
+    from nblib.classifier import SentimentClassifier
 
     texts = ["房间很干净，服务也很好。", "早餐一般，前台不热情。", "位置不错，下次还来！"]
     word_tok = WordTokenizer.build(texts, min_count=1)

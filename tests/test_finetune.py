@@ -17,7 +17,7 @@ import pytest
 import torch
 from tiny_checkpoints import make_tiny_checkpoints
 
-from nblib import finetune, train
+from nblib import finetune, records
 from nblib.bert import CheckpointMismatchError
 
 transformers = pytest.importorskip("transformers")
@@ -79,7 +79,7 @@ def test_cli_writes_metrics_and_record_then_refuses_a_non_empty_output_dir(
             assert 0.0 <= metrics[f"{part}_{key}"] <= 1.0
         assert metrics[f"{part}_samples"] == n
     assert metrics["train_samples"] == 32
-    record = train.load_record(out / "result.json")  # validates the record's fields
+    record = records.load_record(out / "result.json")  # validates the record's fields
     assert (record["model"], record["variant"], record["seed"]) == ("bert-base-chinese", "pretrained", 3)
     assert record["train_size"] == 32 and record["checkpoint"] == str(tiny[0])
     assert record["test"]["accuracy"] == metrics["test_accuracy"]
@@ -110,8 +110,8 @@ def test_cli_overwrite_output_dir_and_add_to_comparison(tiny, tmp_path, runs_tmp
     assert (out / "notes.txt").read_text() == "mine", "files the run did not write are kept"
     assert json.loads((out / "all_results.json").read_text())["train_samples"] == 240
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["best.ckpt"]
-    shared = train.record_path("smoke", "bert-base-chinese", "pretrained", 0)
-    assert shared.is_relative_to(runs_tmp) and train.load_record(shared)["train_size"] == 240
+    shared = records.record_path("smoke", "bert-base-chinese", "pretrained", 0)
+    assert shared.is_relative_to(runs_tmp) and records.load_record(shared)["train_size"] == 240
 
 
 def test_csv_without_label_review_columns_is_a_clear_error(tiny, csvs, tmp_path, capsys):

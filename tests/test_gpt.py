@@ -414,7 +414,7 @@ def test_generate_refuses_right_padded_prompts() -> None:
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_works_as_the_classifier_encoder_with_auxiliary_lm_loss() -> None:
-    from nblib.train import SentimentClassifier, last_real_token
+    from nblib.classifier import SentimentClassifier, last_real_token
 
     model = _model()
     clf = SentimentClassifier(model, pooling="last", lm_loss_weight=0.5, dropout=0.0).eval()

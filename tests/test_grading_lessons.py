@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from nblib.records import REPO_ROOT
 from nblib.report import NOTEBOOKS_DIR
-from nblib.train import REPO_ROOT
 
 GRADED = sorted(p.name for p in (REPO_ROOT / "grading" / "hidden").glob("[0-9][0-9]_*.py"))
 

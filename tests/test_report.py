@@ -3,8 +3,10 @@ import json
 import nbformat
 import pytest
 
-from nblib import report, train
+from nblib import report
+from nblib.classifier import score_predictions
 from nblib.presets import get_preset
+from nblib.records import RecordError, make_record, write_record
 
 SMOKE = get_preset("smoke")
 
@@ -14,16 +16,16 @@ def fake_record(model, variant, seed, accuracy):
     results = {"val": metrics, "test": metrics, "finetuning": {"epochs": 3, "seconds": 60.0},
                "inference_reviews_per_s": 500.0}
     pre = {"tokens": 1000, "steps": 10, "seconds": 120.0, "final_loss": 3.0} if variant == "pretrained" else None
-    return train.make_record(model=model, variant=variant, preset=SMOKE, seed=seed, train_size=100,
+    return make_record(model=model, variant=variant, preset=SMOKE, seed=seed, train_size=100,
                              parameters=1234, results=results, pretraining=pre)
 
 
 @pytest.fixture()
 def records(runs_tmp):
     for seed, acc in enumerate([0.80, 0.82, 0.84]):
-        train.write_record(fake_record("bert", "pretrained", seed, acc))
-        train.write_record(fake_record("bert", "random", seed, acc - 0.1))
-    train.write_record(fake_record("tfidf", "baseline", 0, 0.88))
+        write_record(fake_record("bert", "pretrained", seed, acc))
+        write_record(fake_record("bert", "random", seed, acc - 0.1))
+    write_record(fake_record("tfidf", "baseline", 0, 0.88))
     return runs_tmp / "smoke"
 
 
@@ -46,12 +48,12 @@ def test_bad_records_name_the_file(records):
     data = json.loads(bad.read_text())
     del data["test"]
     bad.write_text(json.dumps(data))
-    with pytest.raises(train.RecordError, match=rf"{bad}: missing field 'test'"):
+    with pytest.raises(RecordError, match=rf"{bad}: missing field 'test'"):
         report.load_records(records)
     data["test"] = data["val"]
     data["model"] = "xlnet"
     bad.write_text(json.dumps(data))
-    with pytest.raises(train.RecordError, match=rf"{bad}: unknown model 'xlnet'"):
+    with pytest.raises(RecordError, match=rf"{bad}: unknown model 'xlnet'"):
         report.load_records(records)
 
 
@@ -80,13 +82,13 @@ def test_compare_notebook_renders_from_fixture_records(runs_tmp, hotel_split, tm
             for seed in range(3):
                 record = fake_record(model, variant, seed, base + 0.01 * seed)
                 pred = [(y + (i % 7 == seed)) % 2 for i, y in enumerate(test["label"])]
-                scored = train.score_predictions(test, pred)
+                scored = score_predictions(test, pred)
                 record.update({k: scored[k] for k in ("predictions", "test_long", "test_short")})
-                train.write_record(record)
+                write_record(record)
                 small = dict(record, label_count=100, train_size=100)
                 small["test"] = dict(record["test"], accuracy=base - 0.1)
-                train.write_record(small)
-    train.write_record(fake_record("tfidf", "baseline", 0, 0.88))
+                write_record(small)
+    write_record(fake_record("tfidf", "baseline", 0, 0.88))
     notebook = report.NOTEBOOKS_DIR / "05_compare.ipynb"
     report.execute_notebook(notebook, tmp_path / "05.ipynb", {"PRESET": "smoke", "FIGURES": str(tmp_path / "fig")},
                             timeout_s=120, progress=False)
@@ -140,7 +142,7 @@ def test_pretraining_gaps_are_paired_with_an_interval():
     assert gaps.loc["bert", "test gap (points)"] == 0.0 and gaps.loc["bert", "95% interval"] == "[+0.0, +0.0]"
     # twins scored on different reviews cannot be paired
     records[0]["predictions"] = {"ids": list(range(200)), "pred": [0] * 200}
-    with pytest.raises(train.RecordError, match="other reviews"):
+    with pytest.raises(RecordError, match="other reviews"):
         report.pretraining_gaps(records, pd.concat([labels, pd.Series(0, index=range(200))]))
 
 
@@ -150,7 +152,19 @@ def test_write_comparison_adds_the_gap_table_when_records_hold_predictions(runs_
     labels = pd.Series([i % 2 for i in range(100)], index=range(100))
     monkeypatch.setattr(report, "_test_labels", lambda: labels)
     for seed in (0, 1):
-        train.write_record(with_predictions(fake_record("gpt", "pretrained", seed, 0.9), labels, 5))
-        train.write_record(with_predictions(fake_record("gpt", "random", seed, 0.8), labels, 15))
+        write_record(with_predictions(fake_record("gpt", "pretrained", seed, 0.9), labels, 5))
+        write_record(with_predictions(fake_record("gpt", "random", seed, 0.8), labels, 15))
     text = report.write_comparison("smoke", out=tmp_path / "c.md").read_text(encoding="utf-8")
     assert "What pretraining adds" in text and "| gpt | 2 / 2 | 10.0 |" in text
+
+
+def test_reading_records_imports_no_deep_learning_code():
+    """records and report read JSON without torch or Lightning: `import nblib.report` stays quick."""
+    import subprocess
+    import sys
+
+    code = ("import sys, nblib.records, nblib.report; "
+            "heavy = {'torch', 'pytorch_lightning', 'torchmetrics'} & set(sys.modules); "
+            "assert not heavy, heavy")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

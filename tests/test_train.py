@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from nblib import train
+from nblib import classifier, datamodules, pretraining, records
 from nblib.presets import get_preset
 from nblib.static import StaticEmbedding
 from nblib.text import CharTokenizer
@@ -19,7 +19,7 @@ SMOKE = get_preset("smoke")
 
 def test_scalar_mix_starts_as_an_even_average():
     layers = [torch.full((2, 3, 4), float(i)) for i in range(3)]
-    mix = train.ScalarMix(3)
+    mix = classifier.ScalarMix(3)
     torch.testing.assert_close(mix(layers), torch.full((2, 3, 4), 1.0))
     with torch.no_grad():
         mix.weights.copy_(torch.tensor([0.0, 0.0, 50.0]))
@@ -33,9 +33,9 @@ def test_pooling_helpers_read_real_tokens_only():
     h = torch.arange(24.0).reshape(2, 4, 3)
     right = torch.tensor([[True, True, True, False], [True, True, False, False]])
     left = torch.tensor([[False, True, True, True], [False, False, True, True]])
-    torch.testing.assert_close(train.last_real_token(h, right), torch.stack([h[0, 2], h[1, 1]]))
-    torch.testing.assert_close(train.last_real_token(h, left), torch.stack([h[0, 3], h[1, 3]]))
-    torch.testing.assert_close(train.masked_mean(h, right)[1], h[1, :2].mean(0))
+    torch.testing.assert_close(classifier.last_real_token(h, right), torch.stack([h[0, 2], h[1, 1]]))
+    torch.testing.assert_close(classifier.last_real_token(h, left), torch.stack([h[0, 3], h[1, 3]]))
+    torch.testing.assert_close(classifier.masked_mean(h, right)[1], h[1, :2].mean(0))
 
 
 def synthetic_frames(n: int, seed: int = 0) -> tuple[pd.DataFrame, ...]:
@@ -63,19 +63,19 @@ def test_classifier_learns_a_learnable_task_and_records_it(tokenizer, runs_tmp):
     def collate(texts):
         return tokenizer.batch_encode(texts, 16)
 
-    dm = train.ClassificationDataModule(tr, va, te, collate, batch_size=16)
+    dm = datamodules.ClassificationDataModule(tr, va, te, collate, batch_size=16)
     encoder = StaticEmbedding(tokenizer.vocab_size, 16)
-    model = train.SentimentClassifier(encoder, "mean", lr=3e-2)
-    trainer, results = train.fit_classifier(model, dm, collate, SMOKE, runs_tmp / "synthetic", max_epochs=4)
+    model = classifier.SentimentClassifier(encoder, "mean", lr=3e-2)
+    trainer, results = classifier.fit_classifier(model, dm, collate, SMOKE, runs_tmp / "synthetic", max_epochs=4)
     assert results["test"]["accuracy"] > 0.9, results["test"]
     assert set(results["test"]["recall"]) == {"0", "1"}
     assert results["inference_reviews_per_s"] > 0 and results["finetuning"]["best_checkpoint"]
     assert len(results["predictions"]["pred"]) == len(te)
-    record = train.make_record(model="static", variant="baseline", preset=SMOKE, seed=0,
-                               train_size=len(tr), parameters=train.count_parameters(encoder), results=results)
-    path = train.write_record(record, trainer=trainer)
+    record = records.make_record(model="static", variant="baseline", preset=SMOKE, seed=0,
+                               train_size=len(tr), parameters=classifier.count_parameters(encoder), results=results)
+    path = records.write_record(record, trainer=trainer)
     assert path == runs_tmp / "smoke" / "static-baseline" / "0" / "result.json"
-    loaded = train.load_record(path)
+    loaded = records.load_record(path)
     assert loaded["test"]["accuracy"] == results["test"]["accuracy"]
     assert loaded["versions"]["torch"] == torch.__version__
 
@@ -83,27 +83,27 @@ def test_classifier_learns_a_learnable_task_and_records_it(tokenizer, runs_tmp):
 def test_classifier_rejects_bad_configuration(tokenizer):
     encoder = StaticEmbedding(tokenizer.vocab_size, 8)
     with pytest.raises(ValueError, match="unknown pooling"):
-        train.SentimentClassifier(encoder, "max")
+        classifier.SentimentClassifier(encoder, "max")
     with pytest.raises(ValueError, match="lm_loss"):
-        train.SentimentClassifier(encoder, "mean", lm_loss_weight=0.5)
+        classifier.SentimentClassifier(encoder, "mean", lm_loss_weight=0.5)
     with pytest.raises(ValueError, match="num_layers"):
-        train.SentimentClassifier(encoder, "mix")
+        classifier.SentimentClassifier(encoder, "mix")
 
 
 def test_datamodule_validates_frames():
     with pytest.raises(ValueError, match="needs columns 'text' and 'label'"):
-        train.ClassificationDataModule(pd.DataFrame({"review": ["x"]}), None, None, lambda t: {})
+        datamodules.ClassificationDataModule(pd.DataFrame({"review": ["x"]}), None, None, lambda t: {})
 
 
 def test_length_grouped_batches_cover_every_review_once_and_pad_less():
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(5, 130, (1000,), generator=g).tolist()
     torch.manual_seed(1)
-    order = list(train.LengthGroupedSampler(lengths, batch_size=32, group_batches=10))
+    order = list(datamodules.LengthGroupedSampler(lengths, batch_size=32, group_batches=10))
     assert sorted(order) == list(range(1000))
     torch.manual_seed(1)
-    assert list(train.LengthGroupedSampler(lengths, 32, 10)) == order  # seed_everything fixes it
-    assert list(train.LengthGroupedSampler(lengths, 32, 10)) != order  # and each epoch differs
+    assert list(datamodules.LengthGroupedSampler(lengths, 32, 10)) == order  # seed_everything fixes it
+    assert list(datamodules.LengthGroupedSampler(lengths, 32, 10)) != order  # and each epoch differs
     batches = [order[i : i + 32] for i in range(0, 1000, 32)]
     assert all(len(b) == 32 for b in batches[:-1])  # the DataLoader cuts the sampler's batches
     grouped_width = sum(max(lengths[i] for i in b) for b in batches) / len(batches)
@@ -118,9 +118,9 @@ def test_predict_answers_in_input_order(tokenizer):
         return tokenizer.batch_encode(batch, 16)
 
     torch.manual_seed(0)
-    model = train.SentimentClassifier(StaticEmbedding(tokenizer.vocab_size, 8), "mean")
-    labels, probs, _ = train.predict(model, texts, collate, batch_size=2)
-    one_by_one = [train.predict(model, [t], collate)[1][0] for t in texts]
+    model = classifier.SentimentClassifier(StaticEmbedding(tokenizer.vocab_size, 8), "mean")
+    labels, probs, _ = classifier.predict(model, texts, collate, batch_size=2)
+    one_by_one = [classifier.predict(model, [t], collate)[1][0] for t in texts]
     assert probs == pytest.approx(one_by_one, abs=1e-6)
     assert labels == [int(p > 0.5) for p in one_by_one]
 
@@ -128,13 +128,13 @@ def test_predict_answers_in_input_order(tokenizer):
 def test_records_with_problems_name_the_file(tmp_path):
     path = tmp_path / "result.json"
     path.write_text(json.dumps({"model": "bert"}), encoding="utf-8")
-    with pytest.raises(train.RecordError, match=rf"{path}: missing field 'variant'"):
-        train.load_record(path)
+    with pytest.raises(records.RecordError, match=rf"{path}: missing field 'variant'"):
+        records.load_record(path)
     path.write_text("{not json", encoding="utf-8")
-    with pytest.raises(train.RecordError, match="not valid JSON"):
-        train.load_record(path)
-    with pytest.raises(train.RecordError, match="no such results record"):
-        train.load_record(tmp_path / "missing.json")
+    with pytest.raises(records.RecordError, match="not valid JSON"):
+        records.load_record(path)
+    with pytest.raises(records.RecordError, match="no such results record"):
+        records.load_record(tmp_path / "missing.json")
 
 
 class ToyLM(nn.Module):
@@ -159,30 +159,30 @@ def toy_datamodule():
         ids = torch.tensor(items)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids, dtype=torch.bool)}
 
-    return train.LanguageModelDataModule(texts, texts[:32], collate, batch_size=16)
+    return datamodules.LanguageModelDataModule(texts, texts[:32], collate, batch_size=16)
 
 
 def test_pretrain_learns_caches_and_refuses_a_mismatched_checkpoint(runs_tmp):
     preset = SMOKE.replace(pretrain_tokens=16 * 4 * 60, pretrain_seq_len=4, pretrain_batch_size=16,
                            pretrain_lr=3e-2)
     model = ToyLM()
-    info = train.pretrain(model, toy_datamodule(), preset, "toy")
+    info = pretraining.pretrain(model, toy_datamodule(), preset, "toy")
     assert info["steps"] == 60 and info["tokens"] == 60 * 16 * 4 and not info["cached"]
     assert info["history"][-1]["loss"] < 0.5 * info["history"][0]["loss"]
     assert info["val"]["loss"] < 1.0
     again = ToyLM()
-    cached = train.pretrain(again, toy_datamodule(), preset, "toy")
+    cached = pretraining.pretrain(again, toy_datamodule(), preset, "toy")
     assert cached["cached"] and cached["steps"] == 60
     torch.testing.assert_close(again.out.weight, model.out.weight)
     with pytest.raises(RuntimeError, match=r"missing keys .*unexpected keys"):
-        train.pretrain(ToyWide(), toy_datamodule(), preset, "toy")
+        pretraining.pretrain(ToyWide(), toy_datamodule(), preset, "toy")
     # another budget must not reuse the checkpoint: it retrains, and the new one is cached
     longer = preset.replace(pretrain_tokens=16 * 4 * 80)
-    retrained = train.pretrain(ToyLM(), toy_datamodule(), longer, "toy")
+    retrained = pretraining.pretrain(ToyLM(), toy_datamodule(), longer, "toy")
     assert not retrained["cached"] and retrained["steps"] == 80
-    assert train.pretrain(ToyLM(), toy_datamodule(), longer, "toy")["cached"]
+    assert pretraining.pretrain(ToyLM(), toy_datamodule(), longer, "toy")["cached"]
     # nor another pretraining dropout (same shapes, other weights)
-    dropped = train.pretrain(ToyLM(), toy_datamodule(), longer.replace(pretrain_dropout=0.1), "toy")
+    dropped = pretraining.pretrain(ToyLM(), toy_datamodule(), longer.replace(pretrain_dropout=0.1), "toy")
     assert not dropped["cached"] and dropped["settings"]["pretrain_dropout"] == 0.1
 
 
@@ -197,7 +197,7 @@ class SlowToyLM(ToyLM):
 def test_time_cap_stops_pretraining_within_the_time(runs_tmp):
     preset = SMOKE.replace(pretrain_tokens=16 * 4 * 300, pretrain_seq_len=4, pretrain_batch_size=16,
                            pretrain_lr=3e-2, warmup_steps=5, pretrain_max_minutes=0.04)  # 2.4 s
-    info = train.pretrain(SlowToyLM(), toy_datamodule(), preset, "toy-capped")
+    info = pretraining.pretrain(SlowToyLM(), toy_datamodule(), preset, "toy-capped")
     budget = info["budget"]
     assert budget["steps"] == 300 and budget["time_cap"]["capped"]
     assert 20 < info["steps"] == budget["time_cap"]["steps_planned"] < 300
@@ -208,8 +208,8 @@ def test_time_cap_stops_pretraining_within_the_time(runs_tmp):
 def test_time_cap_replans_from_the_measured_speed_and_the_schedule_follows():
     """A fake clock: 0.5 s per step and a 100-second cap leave ~200 of the 1,000 planned steps."""
     clock = {"now": 0.0}
-    cap = train.TimeCap(100.0, 1000, check_every=10, skip=2, clock=lambda: clock["now"])
-    module = train.Pretrainer(ToyLM(), lr=1.0, warmup_steps=1)
+    cap = pretraining.TimeCap(100.0, 1000, check_every=10, skip=2, clock=lambda: clock["now"])
+    module = pretraining.Pretrainer(ToyLM(), lr=1.0, warmup_steps=1)
 
     class FakeEpochLoop:
         max_steps = 1000
@@ -228,23 +228,23 @@ def test_time_cap_replans_from_the_measured_speed_and_the_schedule_follows():
             break
     assert 195 <= trainer.fit_loop.epoch_loop.max_steps <= 201 and module.planned_steps == cap.planned
     assert cap.report()["capped"] and cap.report()["seconds_per_step"] == 0.5
-    roomy = train.TimeCap(1e6, 50, check_every=10, skip=2, clock=lambda: clock["now"])
+    roomy = pretraining.TimeCap(1e6, 50, check_every=10, skip=2, clock=lambda: clock["now"])
     roomy.on_train_start(trainer, module)
     assert not roomy.report()["capped"] and roomy.planned == 50
 
 
 def test_recipe_is_part_of_the_cache_key_and_kept_in_the_checkpoint(runs_tmp):
     preset = SMOKE.replace(pretrain_tokens=16 * 4 * 20, pretrain_seq_len=4, pretrain_batch_size=16)
-    assert train.saved_pretraining(preset, "toy-recipe") is None
-    first = train.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": True})
+    assert pretraining.saved_pretraining(preset, "toy-recipe") is None
+    first = pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": True})
     assert not first["cached"] and first["recipe"] == {"pre_ln": True}
-    assert train.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": True})["cached"]
-    changed = train.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": False})
+    assert pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": True})["cached"]
+    changed = pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": False})
     assert not changed["cached"]
-    saved = train.saved_pretraining(preset.name, "toy-recipe")
+    saved = pretraining.saved_pretraining(preset.name, "toy-recipe")
     assert saved["recipe"] == {"pre_ln": False} and saved["steps"] == 20 and "state_dict" not in saved
     # a budget counted elsewhere (ELMo's characters) gives the steps instead of the token count
-    counted = train.pretrain(ToyLM(), toy_datamodule(), preset, "toy-counted", budget_steps=12)
+    counted = pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-counted", budget_steps=12)
     assert counted["steps"] == 12 and counted["budget"]["steps"] == 12
 
 
@@ -261,15 +261,16 @@ def test_ddp_on_cpu_two_processes_one_record(tmp_path):
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
                          timeout=240)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    records = list(tmp_path.rglob("result.json"))
-    assert len(records) == 1, records
-    record = json.loads(records[0].read_text())
+    written = list(tmp_path.rglob("result.json"))
+    assert len(written) == 1, written
+    record = json.loads(written[0].read_text())
     assert record["world_size"] == 2
     assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_pretraining_budget_counts_real_tokens_not_padding() -> None:
-    from nblib.train import LanguageModelDataModule, steps_for_budget
+    from nblib.datamodules import LanguageModelDataModule
+    from nblib.pretraining import steps_for_budget
 
     def collate(texts):  # every text padded to 10 slots; attention_mask marks its real length
         lengths = torch.tensor([len(t) for t in texts])
@@ -286,11 +287,11 @@ def test_pretraining_budget_counts_real_tokens_not_padding() -> None:
 def test_layer_normed_scalar_mix_equalises_scales_and_ignores_the_batch() -> None:
     torch.manual_seed(0)
     tiny, big = torch.randn(2, 5, 8) * 0.01, torch.randn(2, 5, 8) * 100
-    plain = train.ScalarMix(2)([tiny, big])
-    normed = train.ScalarMix(2, layer_norm=True)([tiny, big])
+    plain = classifier.ScalarMix(2)([tiny, big])
+    normed = classifier.ScalarMix(2, layer_norm=True)([tiny, big])
     assert plain.abs().mean() > 10 * normed.abs().mean()  # the big layer drowns the tiny one
     spread = normed.std(-1)  # half of each unit-variance layer: ~0.7, whatever the input scales
     assert (spread > 0.3).all() and (spread < 1.2).all()
     # a review's vector does not depend on the other reviews of its batch
-    alone = train.ScalarMix(2, layer_norm=True)([tiny[:1], big[:1]])
+    alone = classifier.ScalarMix(2, layer_norm=True)([tiny[:1], big[:1]])
     assert torch.allclose(alone, normed[:1])

@@ -2,9 +2,9 @@
 
 import torch
 
+from nblib.classifier import ScalarMix
 from nblib.elmo import reversed_positions
 from nblib.grading import Case, Exercise, close_to
-from nblib.train import ScalarMix
 
 _g = torch.Generator().manual_seed(20261126)
 

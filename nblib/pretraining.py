@@ -1,0 +1,256 @@
+"""Pretraining any model on unlabelled text: the Lightning module, the token budget, the time cap, the cache.
+
+Introduced in notebook 02_elmo (the biLM's pretraining and :class:`TimeCap`) and 03_bert
+(:func:`steps_for_budget`: the same budget of real tokens for every model); 04_gpt reuses it.
+A model plugs in through ``pretraining_step(batch) -> {"loss", ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from nblib.classifier import adamw_with_warmup, make_trainer
+from nblib.datamodules import LanguageModelDataModule
+from nblib.presets import Preset
+from nblib.records import runs_dir
+
+
+class Pretrainer(pl.LightningModule):
+    """Runs any model's ``pretraining_step(batch) -> {"loss", ...}`` (MLM+NSP, causal LM, biLM).
+
+    AdamW with betas (0.9, 0.98), linear warm-up then cosine decay: the recipe that left the MLM
+    plateau is a matter of optimiser steps, so the schedule counts steps, not epochs. Held-out
+    loss is measured once at the end by :func:`evaluate_pretraining`, on fixed batches.
+    """
+
+    def __init__(self, model: nn.Module, lr: float = 1e-3, warmup_steps: int = 300,
+                 weight_decay: float = 0.01):
+        super().__init__()
+        self.model = model
+        self.save_hyperparameters(ignore=["model"])
+        self.tokens_seen = 0
+        self.history: list[dict[str, float]] = []
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.model.pretraining_step(batch)
+        self.tokens_seen += int(batch["attention_mask"].sum()) * self.trainer.world_size
+        for k, v in out.items():
+            self.log(f"train_{k}", v, prog_bar=k == "loss", batch_size=len(batch["attention_mask"]))
+        self.history.append({"step": self.global_step, "tokens": self.tokens_seen,
+                             **{k: float(v.detach()) for k, v in out.items()}})
+        return out["loss"]
+
+    def configure_optimizers(self) -> Any:
+        return adamw_with_warmup(self, self.hparams.lr, self.hparams.weight_decay,
+                                  self.hparams.warmup_steps, betas=(0.9, 0.98))
+
+
+def pretrain(
+    model: nn.Module,
+    datamodule: LanguageModelDataModule,
+    preset: Preset,
+    name: str,
+    *,
+    seed: int = 0,
+    max_steps: int | None = None,
+    budget_steps: int | None = None,
+    lr: float | None = None,
+    precision: str | None = None,
+    recipe: dict | None = None,
+    force: bool = False,
+) -> dict:
+    """Pretrain ``model`` for the preset's token budget, or load the cached checkpoint.
+
+    Without ``max_steps`` the number of steps is :func:`steps_for_budget`: the preset's
+    ``pretrain_tokens`` counted as real (unpadded) tokens, capped by ``preset.pretrain_max_minutes``:
+    :class:`TimeCap` re-plans the run from its measured speed to what fits in that time (the
+    schedule follows, so its cosine still ends where training does).
+    ``budget_steps`` replaces the token count where the budget is not counted in the batches'
+    ``attention_mask`` (ELMo's is in characters, its mask in words); the cap still applies. The plan
+    is kept in the result's ``budget``. ``max_steps`` fixes the steps: no budget, no cap.
+
+    ``recipe`` (JSON-able) names what else the lesson chose for this model (pre-LN, NSP, LSTM size):
+    it is part of the cache key, so a changed recipe retrains, and it is kept in the checkpoint for
+    later lessons (:func:`saved_pretraining`).
+
+    The checkpoint lives in ``runs/<preset>/pretrain/<name>.pt`` with the loss history and the
+    budget actually spent; a rerun with the same pretraining settings (budget, batch, schedule,
+    time cap, ``max_steps``, ``budget_steps``, seed, recipe) reuses it, other settings retrain
+    (``force=True`` always retrains).
+    Returns the record's ``pretraining`` part: tokens, steps, seconds, final loss, history.
+    """
+    path = _checkpoint_path(preset.name, name)
+    lr = lr or preset.pretrain_lr
+    # What the checkpoint depends on besides the model's shape (which _load_checked checks): a
+    # changed budget or schedule retrains instead of silently reusing an old checkpoint.
+    settings = {"pretrain_tokens": preset.pretrain_tokens, "pretrain_seq_len": preset.pretrain_seq_len,
+                "pretrain_batch_size": preset.pretrain_batch_size, "pretrain_lr": lr,
+                "warmup_steps": preset.warmup_steps, "pretrain_dropout": preset.pretrain_dropout,
+                "pretrain_max_minutes": None if max_steps is not None else preset.pretrain_max_minutes,
+                "max_steps": max_steps, "budget_steps": budget_steps, "seed": seed, "recipe": recipe}
+    if path.exists() and not force:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        info = json.loads(saved["info"])
+        if info.get("settings") == settings:
+            _load_checked(model, saved["state_dict"], path)
+            info["cached"] = True
+            return info
+        print(f"{path}: made with other settings ({info.get('settings')}), retraining with {settings}")
+    plan = None
+    if max_steps is None:
+        plan = (steps_for_budget(datamodule, preset.pretrain_tokens, seed=seed) if budget_steps is None
+                else {"budget_tokens": preset.pretrain_tokens, "steps": budget_steps})
+        max_steps = plan["steps"]
+    cap = None
+    if plan is not None and preset.pretrain_max_minutes is not None:
+        cap = TimeCap(preset.pretrain_max_minutes * 60, max_steps)
+    module = Pretrainer(model, lr=lr, warmup_steps=min(preset.warmup_steps, max_steps))
+    run_dir = runs_dir() / preset.name / "pretrain" / name
+    trainer = make_trainer(preset, run_dir, seed=seed, max_steps=max_steps, monitor=None,
+                           precision=precision, log_every_n_steps=10, callbacks=[cap] if cap else [])
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    history = module.history
+    tail = history[-20:] if history else []
+    info = {
+        "tokens": module.tokens_seen,
+        "steps": trainer.global_step,
+        "seconds": round(seconds, 1),
+        "final_loss": round(sum(h["loss"] for h in tail) / max(1, len(tail)), 4),
+        "val": evaluate_pretraining(model, datamodule.heldout_dataloader()),
+        "history": history[:: max(1, len(history) // 400)],  # ≤ ~400 points for the loss curve
+        "cached": False,
+        "settings": settings,
+        "recipe": recipe,
+    }
+    if plan is not None:
+        info["budget"] = plan if cap is None else {**plan, "time_cap": cap.report()}
+    if trainer.is_global_zero:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"state_dict": model.state_dict(), "info": json.dumps(info)}, tmp)
+        os.replace(tmp, path)  # a crash mid-save never leaves a half checkpoint under the real name
+    return info
+
+
+def _checkpoint_path(preset_name: str, name: str) -> Path:
+    return runs_dir() / preset_name / "pretrain" / f"{name}.pt"
+
+
+def saved_pretraining(preset: Preset | str, name: str) -> dict | None:
+    """The info of the cached checkpoint ``runs/<preset>/pretrain/<name>.pt`` (settings, recipe,
+    budget, losses; no weights), or None when there is none. Lesson 06 reads the recipes with it."""
+    path = _checkpoint_path(preset if isinstance(preset, str) else preset.name, name)
+    if not path.exists():
+        return None
+    return json.loads(torch.load(path, map_location="cpu", weights_only=True)["info"])
+
+
+def steps_for_budget(datamodule: LanguageModelDataModule, budget_tokens: int, *, seed: int = 0,
+                     sample_batches: int = 20) -> dict[str, Any]:
+    """Optimiser steps that read ``budget_tokens`` real tokens: the budget divided by the mean
+    ``attention_mask`` sum of a few random batches (padding is not counted). Introduced in 03_bert.
+
+    Counting real tokens, not ``batch × seq_len`` slots, is what makes "the same token budget" the
+    same for every model: short reviews are padded, and how much depends on the objective's batch
+    layout (NSP pairs, words vs characters). ELMo's lesson counts characters the same way.
+    """
+    texts = datamodule.train_texts
+    rng = torch.Generator().manual_seed(seed)
+    counts = []
+    for _ in range(sample_batches):
+        picks = torch.randint(len(texts), (datamodule.batch_size,), generator=rng).tolist()
+        counts.append(int(datamodule.collate([texts[i] for i in picks])["attention_mask"].sum()))
+    per_step = sum(counts) / len(counts)
+    return {"budget_tokens": budget_tokens, "tokens_per_step_estimate": round(per_step, 1),
+            "steps": max(1, math.ceil(budget_tokens / per_step))}
+
+
+class TimeCap(pl.Callback):
+    """Stop pretraining within ``max_seconds`` by re-planning its length from its own speed.
+    Introduced in 02_elmo (which times a probe by hand to show what the cap allows), explained again
+    in 03_bert.
+
+    Every ``check_every`` steps it measures the mean time per step so far (from step ``skip`` on,
+    leaving out the first steps' start-up), and sets the run's last step to what the remaining time
+    allows, never beyond the planned budget. The learning-rate schedule reads the same number
+    (``planned_steps``), so its cosine still ends where training does; a re-plan moves it a little,
+    which shows in the loss curve only as a slightly faster decay. Time before the first step and
+    the held-out evaluation after the last are not counted.
+    """
+
+    def __init__(self, max_seconds: float, budget_steps: int, *, check_every: int = 100, skip: int = 20,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.max_seconds, self.budget_steps = max_seconds, budget_steps
+        self.check_every, self.skip, self.clock = check_every, skip, clock
+        self.started: float | None = None
+        self.skip_time: float | None = None
+        self.seconds_per_step: float | None = None
+        self.planned = budget_steps
+        self.replans = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = self.clock()
+        pl_module.planned_steps = self.planned
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step == self.skip:
+            self.skip_time = self.clock()
+        if self.skip_time is None or step <= self.skip or step % self.check_every:
+            return
+        now = self.clock()
+        self.seconds_per_step = (now - self.skip_time) / (step - self.skip)
+        left = self.max_seconds - (now - self.started)
+        planned = max(step + 1, min(self.budget_steps, step + int(left / self.seconds_per_step)))
+        if planned != self.planned:
+            self.planned, self.replans = planned, self.replans + 1
+            pl_module.planned_steps = planned
+            trainer.fit_loop.epoch_loop.max_steps = planned
+
+    def report(self) -> dict[str, Any]:
+        """What the cap did, for the pretraining record."""
+        return {"max_seconds": self.max_seconds,
+                "seconds_per_step": None if self.seconds_per_step is None else round(self.seconds_per_step, 4),
+                "steps_planned": self.planned, "capped": self.planned < self.budget_steps,
+                "replans": self.replans}
+
+
+@torch.no_grad()
+def evaluate_pretraining(model: nn.Module, loader: DataLoader, max_batches: int = 50) -> dict[str, float]:
+    """Average each output of ``model.pretraining_step`` over up to ``max_batches`` held-out batches."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sums: dict[str, float] = {}
+    n = 0
+    for i, batch in enumerate(loader):
+        if i == max_batches:
+            break
+        out = model.pretraining_step({k: v.to(device) for k, v in batch.items()})
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n += 1
+    model.train(was_training)
+    return {k: round(v / max(n, 1), 4) for k, v in sums.items()}
+
+
+def _load_checked(model: nn.Module, state: dict, where: Path) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"checkpoint {where} does not fit this model: missing keys {missing}, unexpected keys "
+            f"{unexpected}. It was made with another preset or model version; delete it to retrain."
+        )
