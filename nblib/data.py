@@ -351,18 +351,21 @@ def pretraining_corpus(s: Split | None = None, max_texts: int | None = None, see
     """Unlabelled pretraining text: online_shopping without 酒店 + waimai_10k + the hotel *train* split.
 
     Deduplicated after :func:`normalize` (first occurrence kept, order stable), and any text
-    whose normalised form equals a hotel val/test review is removed, so no evaluation review
-    can leak into pretraining even through the shopping data's copies of hotel reviews.
+    whose normalised form equals a hotel val/test review or an out-of-domain test review
+    (:func:`ood_test`) is removed, so no evaluation review can leak into pretraining, even through
+    the shopping data's copies of hotel reviews or a duplicate inside waimai_10k.
     ``max_texts`` keeps a seeded random sample of that many texts (the smoke preset).
     """
     s = split() if s is None else s
     shopping = load_shopping()
+    waimai = load_waimai()
     sources = [
         shopping.loc[shopping["cat"] != "酒店", "text"].tolist(),
-        load_waimai()["text"].tolist(),
+        waimai["text"].tolist(),
         s.train["text"].tolist(),
     ]
-    held_out = {normalize(t) for t in pd.concat([s.val["text"], s.test["text"]])}
+    evaluated = pd.concat([s.val["text"], s.test["text"], ood_test(waimai)["text"]])
+    held_out = {normalize(t) for t in evaluated}
     seen: set[str] = set()
     corpus: list[str] = []
     for texts in sources:

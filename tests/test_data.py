@@ -178,3 +178,12 @@ def test_ood_test_is_pinned_and_stratified():
     assert data.ood_checksum(data.ood_test(waimai.sample(frac=1.0, random_state=3))) == OOD_SHA256
     with pytest.raises(ValueError, match="asked from"):
         data.ood_test(waimai.iloc[:10])
+
+
+def test_pretraining_corpus_holds_no_out_of_domain_text(hotel_split):
+    corpus = {data.normalize(t) for t in data.pretraining_corpus(hotel_split)}
+    ood = {data.normalize(t) for t in data.ood_test()["text"]}
+    assert len(ood) > 1900 and not ood & corpus
+    # the rest of waimai_10k is still pretraining text
+    waimai = {data.normalize(t) for t in data.load_waimai()["text"]}
+    assert len((waimai - ood) & corpus) > 9000
