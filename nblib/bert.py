@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nblib.layers import TransformerBlock, read_hf_checkpoint
+# CheckpointMismatchError and LoadReport are re-exported: lessons catch bert.CheckpointMismatchError
+from nblib.hf_io import CheckpointMismatchError as CheckpointMismatchError
+from nblib.hf_io import (
+    KeyMap,
+    LoadReport,
+    activation_from_hf,
+    activation_to_hf,
+    config_from_hf,
+    export_hf_weights,
+    load_hf_weights,
+    read_hf_checkpoint,
+)
+from nblib.layers import TransformerBlock
 
 IGNORE_INDEX = -100  # label of positions that carry no MLM prediction (PyTorch's CE default)
 FIRST_REGULAR_ID = 5  # ids 0..4 are [PAD] [UNK] [CLS] [SEP] [MASK]; random replacements start here
@@ -102,13 +114,10 @@ class BertConfig:
 
     @classmethod
     def from_hf_config(cls, hf: Mapping[str, Any]) -> BertConfig:
-        """From a Hugging Face ``config.json`` dict; unknown fields are ignored."""
-        act = hf.get("hidden_act", "gelu")
-        acts = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
-        if act not in acts:
-            raise ValueError(f"hidden_act {act!r} is not supported; nblib knows {sorted(acts)}")
-        names = {f.name for f in dataclasses.fields(cls)} - {"pre_ln", "hidden_act"}
-        return cls(hidden_act=acts[act], **{k: v for k, v in hf.items() if k in names})
+        """From a Hugging Face ``config.json`` dict; unknown fields are ignored
+        (:func:`nblib.hf_io.config_from_hf`)."""
+        return config_from_hf(cls, hf, skip=("pre_ln",),
+                              hidden_act=activation_from_hf(hf.get("hidden_act", "gelu")))
 
     def to_hf_config(self) -> dict[str, Any]:
         """The matching Hugging Face ``BertConfig`` fields (post-LN models only)."""
@@ -118,7 +127,7 @@ class BertConfig:
             raise ValueError("factorised embeddings have no Hugging Face BERT equivalent (ELECTRA has them)")
         hf = dataclasses.asdict(self)
         del hf["pre_ln"], hf["embedding_size"]
-        hf["hidden_act"] = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}[self.hidden_act]
+        hf["hidden_act"] = activation_to_hf(self.hidden_act)
         return hf
 
 
@@ -331,11 +340,7 @@ class BertForPreTraining(nn.Module):
         """The weights under Hugging Face ``BertForPreTraining`` names (tied copies included)."""
         if self.config.pre_ln:
             raise ValueError("a pre-LN model has no Hugging Face BERT equivalent (HF BERT is post-LN)")
-        ours = self.state_dict()
-        out = {hf: ours[name].detach().clone() for hf, name in hf_key_map(self.config).items()}
-        for alias, target in HF_TIED.items():
-            out[alias] = out[target].clone()
-        return out
+        return export_hf_weights(self, hf_keys(self.config))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,75 +587,16 @@ def hf_key_map(config: BertConfig) -> dict[str, str]:
     return names
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint whose keys or shapes do not fit the model; the message names them."""
-
-
-@dataclass
-class LoadReport:
-    """What ``load_hf_state_dict`` did, key by key (HF names)."""
-
-    missing: list[str] = field(default_factory=list)  # expected by nblib, absent from the file
-    unexpected: list[str] = field(default_factory=list)  # in the file, unknown to nblib
-    renamed: list[tuple[str, str]] = field(default_factory=list)  # (old, new): gamma/beta, prefix
-    ignored: list[str] = field(default_factory=list)  # buffers and tied copies dropped
-
-    def __str__(self) -> str:
-        return (f"missing keys {self.missing}, unexpected keys {self.unexpected}, "
-                f"{len(self.renamed)} renamed, ignored {self.ignored}")
-
-
-def _normalise_hf_keys(state: Mapping[str, Tensor], report: LoadReport) -> dict[str, Tensor]:
-    """Old names -> current HF names: LayerNorm gamma/beta, a missing ``bert.`` prefix
-    (checkpoints of a bare ``BertModel``); drop known buffers and check tied copies."""
-    bare = not any(k.startswith("bert.") for k in state)
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        new = key
-        if new.endswith("LayerNorm.gamma"):
-            new = new[: -len("gamma")] + "weight"
-        elif new.endswith("LayerNorm.beta"):
-            new = new[: -len("beta")] + "bias"
-        if bare and new.startswith(("embeddings.", "encoder.", "pooler.")):
-            new = "bert." + new
-        if new != key:
-            report.renamed.append((key, new))
-        if new in HF_IGNORED:
-            report.ignored.append(key)
-            continue
-        out[new] = value
-    for alias, target in HF_TIED.items():
-        if alias not in out:
-            continue
-        if target not in out:
-            out[target] = out[alias]
-        elif not torch.equal(out[alias], out[target]):
-            raise CheckpointMismatchError(
-                f"{alias} differs from {target}: nblib ties them, this checkpoint does not")
-        report.ignored.append(alias)
-        del out[alias]
-    return out
+def hf_keys(config: BertConfig) -> KeyMap:
+    """BERT's :class:`nblib.hf_io.KeyMap`: the names above, the tied decoder, the dropped buffers,
+    and the ``bert.`` prefix a bare ``BertModel`` checkpoint lacks."""
+    return KeyMap(hf_key_map(config), model_name=f"BertForPreTraining({config})", tied=HF_TIED,
+                  ignored=HF_IGNORED, prefix="bert.", bare_roots=("embeddings.", "encoder.", "pooler."))
 
 
 def load_hf_state_dict(model: BertForPreTraining, state: Mapping[str, Tensor],
                        strict: bool = True) -> LoadReport:
-    """Copy HF-named weights into ``model``. Raises ``CheckpointMismatchError`` naming every
-    missing and unexpected key (when ``strict``) and any key whose shape disagrees."""
-    report = LoadReport()
-    state = _normalise_hf_keys(state, report)
-    names = hf_key_map(model.config)
-    report.missing = [k for k in names if k not in state]
-    report.unexpected = sorted(k for k in state if k not in names)
-    if strict and (report.missing or report.unexpected):
-        raise CheckpointMismatchError(
-            f"checkpoint does not fit BertForPreTraining({model.config}): "
-            f"missing keys {report.missing}; unexpected keys {report.unexpected}. "
-            "Use strict=False to load what fits (e.g. a checkpoint without MLM/NSP heads).")
-    ours = model.state_dict()
-    bad = [f"{hf}: checkpoint {tuple(state[hf].shape)} vs model {tuple(ours[name].shape)}"
-           for hf, name in names.items() if hf in state and state[hf].shape != ours[name].shape]
-    if bad:
-        raise CheckpointMismatchError("shapes disagree (check the config): " + "; ".join(bad))
-    loaded = {name: state[hf] for hf, name in names.items() if hf in state}
-    model.load_state_dict(loaded, strict=False)
-    return report
+    """Copy HF-named weights into ``model`` (:func:`nblib.hf_io.load_hf_weights` with BERT's key
+    map). Raises ``CheckpointMismatchError`` naming every missing and unexpected key (when
+    ``strict``) and any key whose shape disagrees."""
+    return load_hf_weights(model, state, hf_keys(model.config), strict=strict)

@@ -42,7 +42,7 @@ from nblib.bert import (
     LoadReport,
     MaskedLMHead,
 )
-from nblib.layers import read_hf_checkpoint
+from nblib.hf_io import read_hf_checkpoint
 
 # ---------------------------------------------------------------------------------------------
 # 1. Configuration

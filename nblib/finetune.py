@@ -45,13 +45,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nblib.bert import BertForPreTraining, CheckpointMismatchError
+from nblib.bert import BertForPreTraining
 from nblib.gpt import GPT
+from nblib.hf_io import WEIGHT_FILES, CheckpointMismatchError, find_weights, shard_files
 from nblib.presets import PRESETS
 
 RECORD_MODEL = "bert-base-chinese"  # the model name results records carry (lesson 05's table)
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 HUB_TIMEOUT_S = 10  # seconds to wait for the hub to answer before giving up
 OUTPUTS = ("all_results.json", "result.json", "checkpoints", "logs")  # what a run writes
@@ -96,8 +95,10 @@ def check_checkpoint_folder(folder: Path) -> Path:
     if not (folder / "config.json").is_file():
         raise CheckpointNotFoundError(f"{folder} has no config.json: it is not a Hugging Face "
                                       "checkpoint folder (save_pretrained writes one)")
-    if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise CheckpointNotFoundError(f"{folder} holds no weights: looked for {list(WEIGHT_FILES)}")
+    try:
+        find_weights(folder)
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{folder} holds no weights: looked for {list(WEIGHT_FILES)}") from None
     if not any((folder / name).is_file() for name in ("vocab.txt", "tokenizer.json")):
         raise CheckpointNotFoundError(f"{folder} holds no tokenizer: looked for vocab.txt and "
                                       "tokenizer.json")
@@ -132,7 +133,7 @@ def _download(name: str, local_files_only: bool) -> Path:
         if path is None:
             continue
         if weights.endswith(".index.json"):  # sharded: fetch every shard the index names
-            for shard in sorted(set(json.loads(path.read_text())["weight_map"].values())):
+            for shard in shard_files(path):
                 if get(shard) is None:
                     raise CheckpointNotFoundError(f"{name}: shard {shard} is missing")
         break

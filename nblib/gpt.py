@@ -15,9 +15,8 @@ Conventions used throughout:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nblib.layers import KVCache, TransformerBlock, read_hf_checkpoint
-
-# Hugging Face's names for the tanh GELU, mapped to the names nblib.layers.FeedForward knows.
-_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
-                "gelu": "gelu"}
+from nblib.hf_io import (
+    HF_ACTIVATIONS,
+    KeyMap,
+    activation_from_hf,
+    config_from_hf,
+    export_hf_weights,
+    load_hf_weights,
+    read_hf_checkpoint,
+)
+from nblib.layers import KVCache, TransformerBlock
 
 Cache = list[KVCache]  # one per block: keys and values, each (B, n_head, T_past, head_dim)
 
@@ -54,9 +58,9 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if self.activation_function not in _ACTIVATIONS:
+        if self.activation_function not in HF_ACTIVATIONS:  # Hugging Face's names (nblib.hf_io)
             raise ValueError(f"unsupported activation_function {self.activation_function!r}; "
-                             f"use one of {sorted(_ACTIVATIONS)}")
+                             f"use one of {sorted(HF_ACTIVATIONS)}")
 
     @property
     def inner_size(self) -> int:
@@ -82,14 +86,14 @@ class GPTConfig:
         return cls(**{**base, **overrides})
 
     @classmethod
-    def from_hf_dict(cls, hf: dict[str, Any]) -> GPTConfig:
-        """Read a GPT-2 ``config.json``; settings this model cannot reproduce are an error."""
+    def from_hf_config(cls, hf: dict[str, Any]) -> GPTConfig:
+        """Read a GPT-2 ``config.json`` (:func:`nblib.hf_io.config_from_hf`: unknown fields are
+        ignored); settings this model cannot reproduce are an error."""
         if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx", False):
             raise ValueError("only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported")
         if hf.get("add_cross_attention", False):
             raise ValueError("checkpoints with cross-attention are not supported")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in hf.items() if k in known})
+        return config_from_hf(cls, hf)
 
 
 class GPT(nn.Module):
@@ -107,7 +111,7 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.embd_pdrop)
         self.blocks = nn.ModuleList(
             TransformerBlock(config.n_embd, config.n_head, config.inner_size, pre_ln=True,
-                             activation=_ACTIVATIONS[config.activation_function],
+                             activation=activation_from_hf(config.activation_function),
                              dropout=config.resid_pdrop, attention_dropout=config.attn_pdrop,
                              layer_norm_eps=config.layer_norm_epsilon)
             for _ in range(config.n_layer)
@@ -323,31 +327,24 @@ class GPT(nn.Module):
 
         Accepts a folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``), a
         weights file (its folder's ``config.json`` is used when ``config`` is None) or a state
-        dict (then ``config`` is required). Missing or unexpected keys raise an error naming them
-        (with ``strict=False`` a warning, and missing weights keep their random init); a wrong
-        shape always raises and names the key.
+        dict (then ``config`` is required). As for BERT (:mod:`nblib.hf_io`): missing or
+        unexpected keys raise ``CheckpointMismatchError`` naming them (``strict=False`` loads what
+        fits, missing weights keep their random init); a wrong shape always raises and names the
+        key; the ``LoadReport`` is kept in ``model.load_report``.
         """
         state, hf_config = read_hf_checkpoint(path_or_state_dict)
         if config is None:
             if hf_config is None:
                 raise ValueError("no config.json found: pass config=GPTConfig(...) for this checkpoint")
-            config = GPTConfig.from_hf_dict(hf_config)
+            config = GPTConfig.from_hf_config(hf_config)
         model = cls(config)
-        own_shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-        model.load_state_dict(_hf_to_nblib(state, config, own_shapes, strict), strict=False)
+        model.load_report = load_hf_weights(model, state, hf_keys(config), strict=strict)
         return model
 
     def to_hf(self) -> dict[str, torch.Tensor]:
         """This model's weights under ``GPT2LMHeadModel`` names, for
         ``GPT2LMHeadModel(GPT2Config(**model.hf_config())).load_state_dict(model.to_hf())``."""
-        own = self.state_dict()
-        out = {}
-        for hf_name, spec in _hf_key_map(self.config).items():
-            names = spec if isinstance(spec, tuple) else (spec,)
-            w = torch.cat([own[n] for n in names], dim=0)  # c_attn packs [query | key | value]
-            out[hf_name] = (w.t() if _is_conv1d(hf_name) else w).contiguous()
-        out["lm_head.weight"] = own["wte.weight"]
-        return {k: v.detach().clone() for k, v in out.items()}
+        return export_hf_weights(self, hf_keys(self.config))
 
     def hf_config(self) -> dict[str, Any]:
         """The ``GPT2Config`` keyword arguments for this model."""
@@ -418,9 +415,9 @@ def _is_conv1d(hf_name: str) -> bool:
     return hf_name.endswith(_CONV1D)
 
 
-def _hf_key_map(config: GPTConfig) -> dict[str, str | tuple[str, str, str]]:
-    """HF name → nblib name (or the three names c_attn splits into)."""
-    m: dict[str, str | tuple[str, str, str]] = {
+def hf_key_map(config: GPTConfig) -> dict[str, str | tuple[str, ...]]:
+    """HF ``GPT2LMHeadModel`` name → nblib name (or the three names c_attn splits into)."""
+    m: dict[str, str | tuple[str, ...]] = {
         "transformer.wte.weight": "wte.weight",
         "transformer.wpe.weight": "wpe.weight",
         "transformer.ln_f.weight": "ln_f.weight",
@@ -430,6 +427,7 @@ def _hf_key_map(config: GPTConfig) -> dict[str, str | tuple[str, str, str]]:
         hf, me = f"transformer.h.{i}.", f"blocks.{i}."
         for p in ("weight", "bias"):
             m[hf + f"ln_1.{p}"] = me + f"ln_attn.{p}"
+            # c_attn packs [query | key | value] along its outputs
             m[hf + f"attn.c_attn.{p}"] = tuple(me + f"attn.{n}.{p}" for n in ("query", "key", "value"))
             m[hf + f"attn.c_proj.{p}"] = me + f"attn.out.{p}"
             m[hf + f"ln_2.{p}"] = me + f"ln_ffn.{p}"
@@ -438,44 +436,10 @@ def _hf_key_map(config: GPTConfig) -> dict[str, str | tuple[str, str, str]]:
     return m
 
 
-def _hf_to_nblib(state: dict[str, torch.Tensor], config: GPTConfig,
-                 own_shapes: dict[str, tuple[int, ...]], strict: bool) -> dict[str, torch.Tensor]:
-    """Rename, transpose and split a GPT-2 state dict; report missing/unexpected keys by name."""
-    if not any(k.startswith("transformer.") for k in state):  # a bare GPT2Model state dict
-        state = {k if k == "lm_head.weight" else "transformer." + k: v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.endswith(_IGNORED_SUFFIXES)}
-    key_map = _hf_key_map(config)
-    head = state.pop("lm_head.weight", None)
-    missing = sorted(set(key_map) - set(state))
-    unexpected = sorted(set(state) - set(key_map))
-    if missing or unexpected:
-        message = (f"GPT-2 checkpoint does not fit GPTConfig(n_layer={config.n_layer}): "
-                   f"missing keys {missing}, unexpected keys {unexpected}")
-        if strict:
-            raise KeyError(message)
-        warnings.warn(message, stacklevel=3)
-    wte = state.get("transformer.wte.weight")
-    if head is not None and wte is not None and (head.shape != wte.shape or not torch.equal(head, wte)):
-        raise ValueError("lm_head.weight differs from transformer.wte.weight: this GPT ties them, "
-                         "and an untied checkpoint would lose its head")
-
-    out: dict[str, torch.Tensor] = {}
-    for hf_name, target in key_map.items():
-        if hf_name not in state:
-            continue
-        w = state[hf_name]
-        names = target if isinstance(target, tuple) else (target,)
-        # The shape this key must have: c_attn stacks three (H, …) parts; Conv1D is (in, out).
-        expected = own_shapes[names[0]]
-        if isinstance(target, tuple):
-            expected = (3 * expected[0], *expected[1:])
-        if _is_conv1d(hf_name):
-            expected = expected[::-1]
-        if tuple(w.shape) != expected:
-            raise ValueError(f"checkpoint key {hf_name!r} has shape {tuple(w.shape)}, expected "
-                             f"{expected} for {config}")
-        if _is_conv1d(hf_name):
-            w = w.t()  # (in, out) → (out, in)
-        for name, part in zip(names, w.split(w.shape[0] // len(names), dim=0), strict=True):
-            out[name] = part.contiguous()  # c_attn packs query, key, value along its outputs
-    return out
+def hf_keys(config: GPTConfig) -> KeyMap:
+    """GPT-2's :class:`nblib.hf_io.KeyMap`: the names above, Conv1D weights transposed, the head
+    tied to ``wte``, the causal-mask buffers dropped, and the ``transformer.`` prefix a bare
+    ``GPT2Model`` checkpoint lacks."""
+    return KeyMap(hf_key_map(config), model_name=f"GPT({config})",
+                  tied={"lm_head.weight": "transformer.wte.weight"}, ignored=_IGNORED_SUFFIXES,
+                  prefix="transformer.", bare_roots=("wte.", "wpe.", "h.", "ln_f."), transposed=_is_conv1d)

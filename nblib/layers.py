@@ -10,11 +10,7 @@ Masks are bool with True meaning "real token, may be attended to".
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -283,46 +279,3 @@ class TransformerBlock(nn.Module):
             x = self.ln_attn(x + self.drop(a))
             x = self.ln_ffn(x + self.drop(self.ffn(x)))
         return x, present  # (B, T, H)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading Hugging Face checkpoints (BERT's and GPT's from_hf both start here)
-
-
-def _load_weights_file(path: Path) -> dict[str, Tensor]:
-    if path.name.endswith(".index.json"):  # sharded checkpoint: {"weight_map": {key: file}}
-        files = sorted(set(json.loads(path.read_text())["weight_map"].values()))
-        state: dict[str, Tensor] = {}
-        for name in files:
-            state.update(_load_weights_file(path.parent / name))
-        return state
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
-    return dict(state)
-
-
-def read_hf_checkpoint(source: str | Path | Mapping[str, Tensor]
-                       ) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
-    """(state dict, config.json contents or None) from a Hugging Face folder, a weights file
-    (.safetensors, .bin, or a sharded index) or a state dict. Shared by ``bert`` and ``gpt``."""
-    if isinstance(source, Mapping):
-        return dict(source), None
-    path = Path(source)
-    folder = path if path.is_dir() else path.parent
-    if path.is_dir():
-        candidates = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                      "pytorch_model.bin.index.json"]
-        found = [folder / c for c in candidates if (folder / c).exists()]
-        if not found:
-            raise FileNotFoundError(f"no weights in {folder}: looked for {candidates}")
-        path = found[0]
-    elif not path.exists():
-        raise FileNotFoundError(f"no such checkpoint: {path}")
-    config_file = folder / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.exists() else None
-    return _load_weights_file(path), config

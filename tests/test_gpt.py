@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from nblib.gpt import GPT, GPTConfig, collate_causal_lm, filter_logits
+from nblib.hf_io import CheckpointMismatchError
 from nblib.text import CharTokenizer
 
 torch.set_num_threads(1)
@@ -99,7 +100,7 @@ def hf_model():
 
 
 def _ours_from(hf_model) -> GPT:
-    return GPT.from_hf(hf_model.state_dict(), GPTConfig.from_hf_dict(hf_model.config.to_dict())).eval()
+    return GPT.from_hf(hf_model.state_dict(), GPTConfig.from_hf_config(hf_model.config.to_dict())).eval()
 
 
 def test_logits_and_hidden_states_match_hf(hf_model) -> None:
@@ -181,33 +182,37 @@ def test_from_hf_folder_and_file(hf_model, tmp_path) -> None:
 
 
 def test_from_hf_names_missing_and_unexpected_keys(hf_model) -> None:
-    config = GPTConfig.from_hf_dict(hf_model.config.to_dict())
+    config = GPTConfig.from_hf_config(hf_model.config.to_dict())
     state = dict(hf_model.state_dict())
     del state["transformer.h.1.mlp.c_fc.weight"]
     state["transformer.h.0.attn.rotary.weight"] = torch.zeros(3)
-    with pytest.raises(KeyError) as err:
+    with pytest.raises(CheckpointMismatchError) as err:  # the same error and report as BERT's
         GPT.from_hf(state, config)
     assert "transformer.h.1.mlp.c_fc.weight" in str(err.value)
     assert "transformer.h.0.attn.rotary.weight" in str(err.value)
-    with pytest.warns(UserWarning, match="transformer.h.1.mlp.c_fc.weight"):
-        GPT.from_hf(state, config, strict=False)
+    assert err.value.report.missing == ["transformer.h.1.mlp.c_fc.weight"]
+    assert err.value.report.unexpected == ["transformer.h.0.attn.rotary.weight"]
+    loose = GPT.from_hf(state, config, strict=False)  # loads what fits, says what it left out
+    assert loose.load_report.missing == ["transformer.h.1.mlp.c_fc.weight"]
+    assert loose.load_report.unexpected == ["transformer.h.0.attn.rotary.weight"]
+    torch.testing.assert_close(loose.blocks[0].ffn.fc1.weight, state["transformer.h.0.mlp.c_fc.weight"].t())
     with pytest.raises(ValueError, match="config"):
         GPT.from_hf(hf_model.state_dict())  # a bare state dict needs a config
 
 
 def test_from_hf_names_a_key_with_the_wrong_shape(hf_model) -> None:
-    config = GPTConfig.from_hf_dict(hf_model.config.to_dict())
+    config = GPTConfig.from_hf_config(hf_model.config.to_dict())
     state = dict(hf_model.state_dict())
     state["transformer.h.0.mlp.c_fc.weight"] = state["transformer.h.0.mlp.c_fc.weight"].t()
-    with pytest.raises(ValueError, match=r"transformer\.h\.0\.mlp\.c_fc\.weight"):
+    with pytest.raises(CheckpointMismatchError, match=r"transformer\.h\.0\.mlp\.c_fc\.weight"):
         GPT.from_hf(state, config)
 
 
 def test_from_hf_refuses_an_untied_head(hf_model) -> None:
-    config = GPTConfig.from_hf_dict(hf_model.config.to_dict())
+    config = GPTConfig.from_hf_config(hf_model.config.to_dict())
     state = dict(hf_model.state_dict())
     state["lm_head.weight"] = state["lm_head.weight"] + 1
-    with pytest.raises(ValueError, match="lm_head"):
+    with pytest.raises(CheckpointMismatchError, match="lm_head"):
         GPT.from_hf(state, config)
 
 
