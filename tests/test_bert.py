@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+from tiny_checkpoints import scramble
 
 from nblib.bert import (
     IGNORE_INDEX,
@@ -37,12 +38,17 @@ def tokenizer() -> CharTokenizer:
 
 
 def _hf_pair(seed: int = 0) -> tuple[object, BertForPreTraining]:
-    """A tiny random HF BertForPreTraining and the same weights in nblib (both eval mode)."""
+    """A tiny HF BertForPreTraining with every weight random, and the same weights in nblib (both
+    eval mode)."""
     torch.manual_seed(seed)
     hf_config = transformers.BertConfig(
         vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=64, max_position_embeddings=40, hidden_act="gelu")
     hf = transformers.BertForPreTraining(hf_config).eval()
+    scramble(hf, seed)
+    norms = [p for name, p in hf.named_parameters() if "LayerNorm" in name]
+    assert all(not torch.equal(p, torch.ones_like(p)) and not torch.equal(p, torch.zeros_like(p))
+               for p in norms), "every LayerNorm must differ from its default init"
     ours = BertForPreTraining.from_hf(hf.state_dict(), config=hf_config.to_dict()).eval()
     return hf, ours
 
@@ -164,6 +170,70 @@ def test_from_hf_without_config_asks_for_one() -> None:
     hf, _ = _hf_pair()
     with pytest.raises(ValueError, match="config"):
         BertForPreTraining.from_hf(hf.state_dict())
+
+
+# --- pre-LN BERT (lesson 03's default), which has no Hugging Face twin: a forward pass by hand
+
+
+def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * w + b
+
+
+def _pre_ln_reference(sd: dict, config: BertConfig, batch: dict) -> tuple[list, torch.Tensor, torch.Tensor]:
+    """Pre-LN BERT written out op by op from the state dict (no nblib module is called):
+    x = LN(word + position + segment); per layer x += attn(LN(x)), x += ffn(LN(x)); a final LN."""
+    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    B, T = ids.shape
+    H, nh, eps = config.hidden_size, config.num_attention_heads, config.layer_norm_eps
+    d = H // nh
+
+    def linear(x, name):
+        return x @ sd[f"{name}.weight"].T + sd[f"{name}.bias"]
+
+    emb = (sd["bert.embeddings.word_embeddings.weight"][ids]
+           + sd["bert.embeddings.position_embeddings.weight"][torch.arange(T)]
+           + sd["bert.embeddings.token_type_embeddings.weight"][types])
+    x = _layer_norm(emb, sd["bert.embeddings.layer_norm.weight"], sd["bert.embeddings.layer_norm.bias"], eps)
+    states = [x]
+    for i in range(config.num_hidden_layers):
+        p = f"bert.layers.{i}"
+        h = _layer_norm(x, sd[f"{p}.ln_attn.weight"], sd[f"{p}.ln_attn.bias"], eps)
+        q, k, v = (linear(h, f"{p}.attn.{n}").view(B, T, nh, d).transpose(1, 2)
+                   for n in ("query", "key", "value"))
+        scores = q @ k.transpose(-1, -2) / d ** 0.5  # (B, nh, T, T)
+        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))  # padding keys
+        heads = torch.softmax(scores, dim=-1) @ v  # (B, nh, T, d)
+        x = x + linear(heads.transpose(1, 2).reshape(B, T, H), f"{p}.attn.out")
+        h = _layer_norm(x, sd[f"{p}.ln_ffn.weight"], sd[f"{p}.ln_ffn.bias"], eps)
+        x = x + linear(torch.nn.functional.gelu(linear(h, f"{p}.ffn.fc1")), f"{p}.ffn.fc2")
+        states.append(x)
+    states[-1] = _layer_norm(x, sd["bert.final_ln.weight"], sd["bert.final_ln.bias"], eps)
+    h = states[-1]
+    t = _layer_norm(torch.nn.functional.gelu(linear(h, "mlm_head.dense")),
+                    sd["mlm_head.layer_norm.weight"], sd["mlm_head.layer_norm.bias"], eps)
+    mlm = t @ sd["bert.embeddings.word_embeddings.weight"].T + sd["mlm_head.bias"]
+    nsp = linear(torch.tanh(linear(h[:, 0], "bert.pooler")), "nsp_head")
+    return states, mlm, nsp
+
+
+def test_pre_ln_bert_matches_a_forward_pass_written_by_hand() -> None:
+    config = BertConfig.tiny(vocab_size=50, pre_ln=True, num_attention_heads=4)
+    model = scramble(BertForPreTraining(config), seed=5).eval()
+    sd = {k: v.detach() for k, v in model.state_dict().items()}
+    assert not torch.equal(sd["bert.layers.0.ln_attn.weight"], sd["bert.layers.0.ln_ffn.weight"])
+    batch = _padded_batch()
+    real = batch["attention_mask"]
+    with torch.no_grad():
+        states = model.encode(**batch)
+        mlm, nsp = model(**batch)
+    ref_states, ref_mlm, ref_nsp = _pre_ln_reference(sd, config, batch)
+    assert len(states) == len(ref_states) == config.num_hidden_layers + 1
+    for layer, (a, b) in enumerate(zip(states, ref_states, strict=True)):
+        torch.testing.assert_close(a[real], b[real], atol=1e-5, rtol=1e-5, msg=f"hidden state {layer}")
+    torch.testing.assert_close(mlm[real], ref_mlm[real], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(nsp, ref_nsp, atol=1e-5, rtol=1e-5)
 
 
 # --- the model itself

@@ -393,8 +393,17 @@ def test_generate_from_a_tokenizer_prompt_decodes() -> None:
     model = GPT(GPTConfig.tiny(tok.vocab_size))
     prompt = torch.tensor([tok.encode("房间", add_special=True)[:-1]])  # [CLS] 房 间
     out = model.generate(prompt, 5, top_k=5, stop_id=tok.sep_id, generator=torch.Generator().manual_seed(0))
-    assert out.shape[0] == 1 and 3 < out.shape[1] <= 8
-    assert isinstance(tok.decode(out[0].tolist()), str)
+    assert out.shape[0] == 1 and 3 < out.shape[1] <= 8  # the prompt, then 1 to 5 new tokens
+    assert torch.equal(out[:, :3], prompt)  # the prompt is kept as it was
+    new = out[0, 3:].tolist()
+    assert tok.sep_id not in new[:-1]  # generation stops at the first [SEP]
+    model.eval()  # generate samples without dropout; so must the check
+    with torch.no_grad():  # top_k=5: each new token is among the 5 likeliest after its prefix
+        for t in range(3, out.shape[1]):
+            logits = model.logits(model.encode(out[:, :t])[-1])[0, -1]
+            assert int(out[0, t]) in logits.topk(5).indices.tolist(), f"token {t} outside the top 5"
+    text = tok.decode(out[0].tolist())
+    assert text == "房间" + tok.decode(new) and len(text) <= 2 + len(new)  # [CLS]/[SEP] not shown
 
 
 def test_encode_rejects_too_long_input_and_bad_mask() -> None:

@@ -16,7 +16,10 @@ tokenizer files):
 - GPT-2: ``transformers.GPT2LMHeadModel`` with the same vocabulary (as UER's Chinese GPT-2),
   n_embd 32, 2 layers, 2 heads, 256 positions.
 
-Weights are random (seeded): these check plumbing and equivalence, not accuracy.
+Weights are random (seeded), and **every** parameter is drawn (:func:`scramble`), LayerNorms
+included: with Hugging Face's default init each LayerNorm is weight 1 / bias 0, and a loader that
+mixed two LayerNorms up would still give the same outputs. These check plumbing and equivalence,
+not accuracy.
 For the notebook test, a session fixture can do::
 
     from tiny_checkpoints import make_tiny_checkpoints, notebook_parameters
@@ -43,7 +46,19 @@ BERT_SPECIALS = ["[PAD]", *[f"[unused{i}]" for i in range(1, 100)], "[UNK]", "[C
 GAP_CHARACTERS = set("“”‘’…—–―") | set(string.ascii_uppercase)
 LATIN_PIECES = string.ascii_lowercase + string.digits
 ASCII_PUNCTUATION = string.punctuation  # ! " # $ % & ' ( ) * + , - . / : ; < = > ? @ [ \ ] ^ _ ` { | } ~
-DONE_MARKER = "TINY_CHECKPOINT_OK"
+DONE_MARKER = "TINY_CHECKPOINT_OK_SCRAMBLED"  # a folder of an older, unscrambled version is rebuilt
+
+
+def scramble(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.nn.Module:
+    """Draw every parameter of ``model`` at random (seeded), LayerNorm gains around 1; tied
+    parameters are drawn once. Returns ``model``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            is_norm_scale = p.ndim == 1 and name.endswith("weight") and (
+                "LayerNorm" in name or ".ln_" in name or "ln_f" in name)
+            p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if is_norm_scale else 0.0))
+    return model
 
 
 def _is_kept(ch: str) -> bool:
@@ -101,13 +116,13 @@ def make_tiny_checkpoints(directory: str | Path, texts: Iterable[str] | None = N
     bert_config = transformers.BertConfig(
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=512, pad_token_id=0)
-    transformers.BertForPreTraining(bert_config).save_pretrained(bert_dir)
+    scramble(transformers.BertForPreTraining(bert_config), seed).save_pretrained(bert_dir)
     _save_tokenizer(bert_dir / "vocab.txt", bert_dir)
 
     gpt2_config = transformers.GPT2Config(
         vocab_size=len(vocab), n_positions=256, n_embd=32, n_layer=2, n_head=2,
         bos_token_id=101, eos_token_id=102, pad_token_id=0)  # [CLS] starts, [SEP] ends a text
-    transformers.GPT2LMHeadModel(gpt2_config).save_pretrained(gpt2_dir)
+    scramble(transformers.GPT2LMHeadModel(gpt2_config), seed + 1).save_pretrained(gpt2_dir)
     _save_tokenizer(gpt2_dir / "vocab.txt", gpt2_dir)
 
     for folder in (bert_dir, gpt2_dir):
