@@ -18,12 +18,14 @@ Contents, in reading order:
 3. The pieces of a step as plain functions: ``sample_replacements``, ``replace_tokens`` (the
    replaced-token labels, with the equal-sample rule), ``share_of_positions_with_a_loss``.
 4. Hugging Face weights: ``ElectraDiscriminator.from_hf`` / ``to_hf`` for ``ElectraForPreTraining``
-   and bare ``ElectraModel`` checkpoints (factorised embeddings included).
+   and bare ``ElectraModel`` checkpoints (factorised embeddings included), and ``load_electra``
+   (tokenizer + discriminator from a folder or a hub name, as ``nblib.finetune.load_bert``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -406,3 +408,29 @@ def load_hf_state_dict(model: ElectraDiscriminator, state: Mapping[str, Tensor],
         raise CheckpointMismatchError("shapes disagree (check the config): " + "; ".join(bad))
     model.load_state_dict({name: state[hf] for hf, name in names.items() if hf in state}, strict=False)
     return report
+
+
+def load_electra(name_or_path: str | Path) -> tuple[Any, ElectraDiscriminator]:
+    """(Hugging Face tokenizer, ``ElectraDiscriminator``) from an ELECTRA discriminator checkpoint.
+
+    ``name_or_path``: a local folder (config.json, weights, vocab.txt / tokenizer.json) or a hub
+    name such as ``hfl/chinese-electra-180g-small-discriminator``, found the way
+    ``nblib.finetune.resolve_checkpoint`` finds BERT checkpoints (cache first; offline, an error
+    that gives the download command). A generator checkpoint, another model type, a missing
+    encoder weight or a tokenizer larger than the embedding table raise, naming what is wrong.
+    """
+    from transformers import AutoTokenizer
+
+    from nblib.finetune import resolve_checkpoint
+
+    folder = resolve_checkpoint(name_or_path)
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")
+    if model_type != "electra":
+        raise CheckpointMismatchError(f"{folder} holds a {model_type!r} model; ElectraDiscriminator loads "
+                                      "model_type 'electra' discriminators (hfl/chinese-electra-*-discriminator)")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = ElectraDiscriminator.from_hf(folder)
+    if len(tokenizer) > model.config.vocab_size:
+        raise ValueError(f"{folder}: the tokenizer has {len(tokenizer)} tokens, the model's embedding "
+                         f"table {model.config.vocab_size} rows")
+    return tokenizer, model

@@ -208,6 +208,17 @@ def test_pretraining_reduces_the_loss(tokenizer: CharTokenizer) -> None:
     assert torch.isfinite(out["rtd_acc"]) and 0 <= float(out["rtd_acc"]) <= 1
 
 
+def test_bf16_autocast_is_finite(tokenizer: CharTokenizer) -> None:
+    """What a GPU run does (bf16-mixed): losses stay finite, sampling and BCE run in float32."""
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.pretraining_step(_batch(tokenizer))
+    out["loss"].backward()
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert out["rtd_loss"].dtype == torch.float32
+
+
 def test_runs_under_the_course_pretrainer(tokenizer: CharTokenizer, tmp_path) -> None:
     from nblib import classifier, datamodules, pretraining
     from nblib.presets import get_preset
@@ -382,3 +393,31 @@ def test_pretrained_discriminator_loads_into_a_fresh_encoder(tokenizer: CharToke
     with torch.no_grad():
         torch.testing.assert_close(fresh.encode(**ids)[-1], model.discriminator.encode(**ids)[-1])
     assert isinstance(fresh.bert, BertModel)
+
+
+def test_load_electra_from_a_local_folder(tmp_path) -> None:
+    """The path lesson 07 / ``nblib.finetune`` take with hfl/chinese-electra-180g-small-discriminator,
+    here with a tiny local checkpoint (never the hub)."""
+    hf, _ = _hf_discriminator(seed=2)
+    hf.save_pretrained(tmp_path)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set("".join(REVIEWS)))][:50]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    tokenizer, ours = electra.load_electra(tmp_path)
+    ours.eval()
+    assert ours.bert.embeddings_project is not None and ours.load_report.missing == []
+    encoded = tokenizer(REVIEWS[:2], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        reference = hf(**encoded).logits
+        logits = ours(encoded["input_ids"], encoded["attention_mask"].bool(), encoded["token_type_ids"])
+    real = encoded["attention_mask"].bool()
+    assert (logits[real] - reference[real]).abs().max() <= 1e-5
+
+
+def test_load_electra_refuses_a_bert_checkpoint(tmp_path) -> None:
+    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=4, intermediate_size=64)
+    transformers.BertForPreTraining(config).save_pretrained(tmp_path)
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n", encoding="utf-8")
+    with pytest.raises(CheckpointMismatchError, match="'bert' model"):
+        electra.load_electra(tmp_path)
