@@ -60,6 +60,20 @@ class Preset:
     pretrain_dropout: float = 0.0
     notebook_timeout_s: int = 3600  # papermill per-cell limit used by `make report`
     num_threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
+    # --- lesson 08, BERT's other three uses (defaults: smoke). Training examples per task (a fixed
+    # seeded sample; None = all), val/test examples scored, lengths, epochs and seeds. The encoder,
+    # batch size and learning rate are the fine-tuning ones above.
+    ner_max_train: int | None = 300  # MSRA sentences (44,231 in the train part)
+    nli_max_train: int | None = 300  # OCNLI pairs (9,008)
+    qa_max_train: int | None = 100  # CMRC questions (2,288)
+    task_max_val: int | None = 60  # validation examples of each task (model selection)
+    task_max_test: int | None = 100  # test examples of each task
+    qa_max_len: int = 128  # CMRC window: [CLS] question [SEP] passage piece [SEP]
+    qa_doc_stride: int = 64  # passage characters between the starts of two windows
+    qa_max_answer_len: int = 30  # longest answer span considered, in characters
+    task_epochs: int = 1
+    task_seeds: tuple[int, ...] = (0,)  # tagging and pairs
+    qa_seeds: tuple[int, ...] = (0,)  # span extraction (its windows cost the most)
 
     def configure_torch(self) -> None:
         """Apply the preset's thread count. Smoke's tiny matrices are too small to share between
@@ -152,6 +166,19 @@ PRESETS: dict[str, Preset] = {
         finetune_lr=2e-4,
         seeds=(0, 1, 2),
         ablation_seeds=(0,),
+        # lesson 08: sub-sampled so that the lesson fits in ~10-15 min on 2 cores (an estimate from
+        # lesson 03's fine-tuning speed, ~9k tokens/s training at 4x128: see the lesson's header)
+        ner_max_train=3000,
+        nli_max_train=3000,
+        qa_max_train=400,
+        task_max_val=200,
+        task_max_test=600,
+        qa_max_len=256,
+        qa_doc_stride=128,
+        qa_max_answer_len=50,
+        task_epochs=2,
+        task_seeds=(0, 1, 2),
+        qa_seeds=(0,),
     ),
     "full": Preset(
         name="full",
@@ -180,6 +207,17 @@ PRESETS: dict[str, Preset] = {
         seeds=(0, 1, 2, 3, 4),
         pretrain_dropout=0.1,  # 60 M tokens: about 19 passes over the corpus
         notebook_timeout_s=6 * 3600,
+        ner_max_train=None,
+        nli_max_train=None,
+        qa_max_train=None,
+        task_max_val=None,
+        task_max_test=None,
+        qa_max_len=384,
+        qa_doc_stride=128,
+        qa_max_answer_len=50,
+        task_epochs=3,
+        task_seeds=(0, 1, 2),
+        qa_seeds=(0, 1, 2),
     ),
 }
 
