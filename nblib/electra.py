@@ -35,16 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nblib.bert import (
-    HF_LAYER_MAP,
-    IGNORE_INDEX,
-    BertConfig,
-    BertModel,
+from nblib.bert import HF_LAYER_MAP, IGNORE_INDEX, BertConfig, BertModel, MaskedLMHead
+from nblib.hf_io import (
     CheckpointMismatchError,
+    KeyMap,
     LoadReport,
-    MaskedLMHead,
+    export_hf_weights,
+    load_hf_weights,
+    read_hf_checkpoint,
 )
-from nblib.hf_io import read_hf_checkpoint
 
 # ---------------------------------------------------------------------------------------------
 # 1. Configuration
@@ -192,8 +191,7 @@ class ElectraDiscriminator(nn.Module):
         """The weights under Hugging Face ``ElectraForPreTraining`` names."""
         if self.config.pre_ln:
             raise ValueError("a pre-LN model has no Hugging Face ELECTRA equivalent (HF is post-LN)")
-        ours = self.state_dict()
-        return {hf: ours[name].detach().clone() for hf, name in hf_key_map(self.config).items()}
+        return export_hf_weights(self, hf_keys(self.config))
 
 
 class ElectraGenerator(nn.Module):
@@ -354,60 +352,38 @@ def hf_key_map(config: BertConfig) -> dict[str, str]:
     return names
 
 
-def _normalise_hf_keys(state: Mapping[str, Tensor], report: LoadReport) -> dict[str, Tensor]:
-    """Old LayerNorm names (gamma/beta) -> weight/bias; a bare ``ElectraModel``'s keys get the
-    ``electra.`` prefix; known buffers are dropped."""
-    bare = not any(k.startswith("electra.") for k in state)
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        new = key
-        if new.endswith("LayerNorm.gamma"):
-            new = new[: -len("gamma")] + "weight"
-        elif new.endswith("LayerNorm.beta"):
-            new = new[: -len("beta")] + "bias"
-        if bare and new.startswith(("embeddings.", "embeddings_project.", "encoder.")):
-            new = "electra." + new
-        if new != key:
-            report.renamed.append((key, new))
-        if new in HF_IGNORED:
-            report.ignored.append(key)
-            continue
-        out[new] = value
-    return out
+def hf_keys(config: BertConfig) -> KeyMap:
+    """ELECTRA's :class:`nblib.hf_io.KeyMap`: the names above, the dropped buffers, and the
+    ``electra.`` prefix a bare ``ElectraModel`` checkpoint lacks."""
+    return KeyMap(hf_key_map(config), model_name=f"ElectraDiscriminator({config})", ignored=HF_IGNORED,
+                  prefix="electra.", bare_roots=("embeddings.", "embeddings_project.", "encoder."))
 
 
 def load_hf_state_dict(model: ElectraDiscriminator, state: Mapping[str, Tensor],
                        strict: bool = True) -> LoadReport:
-    """Copy HF ELECTRA discriminator weights into ``model``.
+    """Copy HF ELECTRA discriminator weights into ``model`` (:func:`nblib.hf_io.load_hf_weights`
+    with ELECTRA's key map).
 
     Raises ``CheckpointMismatchError`` naming every missing and unexpected key (when ``strict``)
     and any key whose shape disagrees. A checkpoint with no replaced-token head at all (a bare
-    ``ElectraModel``) is accepted in strict mode: the head's keys are listed as missing and the head
-    keeps its random init (fine-tuning does not use it).
+    ``ElectraModel``) is accepted in strict mode: the head's keys are listed as missing in the
+    report and the head keeps its random init (fine-tuning does not use it).
     """
-    report = LoadReport()
-    state = _normalise_hf_keys(state, report)
-    names = hf_key_map(model.config)
-    report.missing = [k for k in names if k not in state]
-    report.unexpected = sorted(k for k in state if k not in names)
-    headless = not any(k.startswith(HF_HEAD) for k in state)
-    fatal = [k for k in report.missing if not (headless and k.startswith(HF_HEAD))]
-    if strict and (fatal or report.unexpected):
+    key_map = hf_keys(model.config)
+    present = set(key_map.normalise(state, LoadReport()))  # current HF names, buffers dropped
+    headless = not any(k.startswith(HF_HEAD) for k in present)
+    missing = [k for k in key_map.names if k not in present and not (headless and k.startswith(HF_HEAD))]
+    unexpected = sorted(present - set(key_map.names))
+    if strict and (missing or unexpected):
         hint = ""
-        if any(k.startswith(("generator_predictions.", "generator_lm_head.")) for k in report.unexpected):
+        if any(k.startswith(("generator_predictions.", "generator_lm_head.")) for k in unexpected):
             hint = (" This looks like a generator (ElectraForMaskedLM) checkpoint: load the "
                     "'-discriminator' one.")
         raise CheckpointMismatchError(
-            f"checkpoint does not fit ElectraDiscriminator({model.config}): "
-            f"missing keys {fatal}; unexpected keys {report.unexpected}.{hint} "
-            "Use strict=False to load what fits.")
-    ours = model.state_dict()
-    bad = [f"{hf}: checkpoint {tuple(state[hf].shape)} vs model {tuple(ours[name].shape)}"
-           for hf, name in names.items() if hf in state and state[hf].shape != ours[name].shape]
-    if bad:
-        raise CheckpointMismatchError("shapes disagree (check the config): " + "; ".join(bad))
-    model.load_state_dict({name: state[hf] for hf, name in names.items() if hf in state}, strict=False)
-    return report
+            f"checkpoint does not fit {key_map.model_name}: missing keys {missing}; unexpected keys "
+            f"{unexpected}.{hint} Use strict=False to load what fits.",
+            LoadReport(missing=missing, unexpected=unexpected))
+    return load_hf_weights(model, state, key_map, strict=False)  # shapes are checked there
 
 
 def load_electra(name_or_path: str | Path) -> tuple[Any, ElectraDiscriminator]:

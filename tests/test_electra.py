@@ -344,6 +344,7 @@ def test_missing_and_unexpected_keys_are_named() -> None:
     with pytest.raises(CheckpointMismatchError) as err:
         ElectraDiscriminator.from_hf(broken, config=config.to_dict())
     message = str(err.value)
+    assert "electra.encoder.layer.7.extra.weight" in err.value.report.unexpected
     for key in ("electra.encoder.layer.1.output.dense.bias", "electra.embeddings_project.weight",
                 "electra.encoder.layer.7.extra.weight"):
         assert key in message
@@ -351,6 +352,20 @@ def test_missing_and_unexpected_keys_are_named() -> None:
     assert set(loose.load_report.missing) == {"electra.encoder.layer.1.output.dense.bias",
                                               "electra.embeddings_project.weight"}
     assert loose.load_report.unexpected == ["electra.encoder.layer.7.extra.weight"]
+
+
+def test_old_names_and_buffers_of_2020_checkpoints_load() -> None:
+    """Checkpoints converted in 2020 (like hfl's) may hold the position_ids buffer and gamma/beta names."""
+    hf, config = _hf_discriminator()
+    old = {}
+    for key, value in hf.state_dict().items():
+        key = key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        old[key] = value
+    old["electra.embeddings.position_ids"] = torch.arange(40)[None]
+    ours = ElectraDiscriminator.from_hf(old, config=config.to_dict()).eval()
+    assert ours.load_report.ignored == ["electra.embeddings.position_ids"]
+    assert ("electra.embeddings.LayerNorm.gamma", "electra.embeddings.LayerNorm.weight") in ours.load_report.renamed
+    _assert_equivalent(hf, ours)
 
 
 def test_a_head_missing_in_part_is_an_error() -> None:
