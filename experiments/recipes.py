@@ -9,7 +9,7 @@ with ``--name bert`` / ``--name gpt`` lessons 03 and 04 reuse it (same settings,
     .venv/bin/python experiments/recipes.py --model bert --name bert \\
         --jobs '[{"variant": "pretrained"}, {"variant": "random"}, {"variant": "pretrained", "pooling": "mix"}]'
     .venv/bin/python experiments/recipes.py --model bert --name bert_nsp --nsp --jobs '[{"variant": "pretrained"}]'
-    .venv/bin/python experiments/recipes.py --model gpt --name gpt --pre '{"pretrain_tokens": 4000000}' \\
+    .venv/bin/python experiments/recipes.py --model gpt --name gpt --pre '{"pretrain_chars": 4000000}' \\
         --jobs '[{"variant": "pretrained", "lm": 0.5}, {"variant": "random", "lm": 0.5}]'
 
 A job is a dict: variant (pretrained | random), pooling (cls | last | mean | mix), lr, lm (GPT's λ),
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--model", choices=("bert", "gpt"), default="bert")
     parser.add_argument("--name", required=True, help="pretraining cache name (bert/gpt: the lessons')")
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--pre", default="{}", help="preset overrides as JSON, e.g. pretrain_tokens")
+    parser.add_argument("--pre", default="{}", help="preset overrides as JSON, e.g. pretrain_chars")
     parser.add_argument("--mlm", type=float, default=0.15, help="BERT's masking rate while pretraining")
     parser.add_argument("--nsp", action="store_true", help="BERT: add next-sentence prediction (lesson 03's NSP)")
     parser.add_argument("--whole-word", action="store_true",

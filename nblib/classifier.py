@@ -26,6 +26,7 @@ from torch import nn
 
 from nblib.datamodules import ClassificationDataModule, Collate, length_sorted
 from nblib.presets import Preset
+from nblib.progress import interactive, progress_callback, quiet_lightning
 
 Pooling = Literal["cls", "last", "mean", "mix"]
 
@@ -247,14 +248,17 @@ def make_trainer(
 ) -> pl.Trainer:
     """A Lightning trainer set up the same way for every run of the course.
 
-    Seeds everything, shows a progress bar, logs CSV under ``run_dir``, keeps the best checkpoint
+    Seeds everything, shows progress (a bar in JupyterLab, one line per epoch under papermill:
+    :mod:`nblib.progress`, which also silences Lightning's known harmless notices), logs CSV under
+    ``run_dir``, keeps the best checkpoint
     by ``monitor`` (validation macro-F1: the model selection of the comparison protocol) and uses
     a GPU when present (``accelerator="auto"``). ``devices=2, strategy="ddp"`` runs data-parallel
     on CPU with gloo; only rank zero writes records (see :func:`write_record`).
     """
     pl.seed_everything(seed, workers=True, verbose=False)
+    quiet_lightning()
     run_dir = Path(run_dir)
-    callbacks = [pl.callbacks.TQDMProgressBar(refresh_rate=10), *callbacks]
+    callbacks = [progress_callback(refresh_rate=10), *callbacks]
     if monitor:
         callbacks.append(
             pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="max",
@@ -274,6 +278,7 @@ def make_trainer(
         logger=pl.loggers.CSVLogger(run_dir, name="logs"),
         enable_checkpointing=bool(monitor),
         enable_model_summary=False,
+        enable_progress_bar=interactive(),
         log_every_n_steps=log_every_n_steps,
         val_check_interval=val_check_interval,
         num_sanity_val_steps=0,
@@ -301,8 +306,11 @@ def score_predictions(
     frame: pd.DataFrame, pred: Sequence[int], prob: Sequence[float] | None = None, split_name: str = "test"
 ) -> dict:
     """Metrics of ``pred`` on ``frame`` (``text``, ``label``); for the test split also the long and
-    short reviews separately and the predictions themselves (for confusion matrices and examples)."""
+    short reviews separately and the predictions themselves (for confusion matrices and examples);
+    for the out-of-domain test (``"ood"``) its predictions too (lesson 05's paired intervals)."""
     out: dict[str, Any] = {split_name: evaluate_predictions(frame["label"].tolist(), list(pred))}
+    if split_name == "ood":
+        out["ood_predictions"] = {"ids": [int(i) for i in frame.index], "pred": [int(x) for x in pred]}
     if split_name == "test":
         long = (frame["text"].str.len() > LONG_REVIEW_CHARS).to_numpy()
         y = frame["label"].to_numpy()
@@ -362,9 +370,15 @@ def fit_classifier(
     if best:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         model.load_state_dict(state)
+    if trainer.is_global_zero:  # classifier.json beside the record: load_classifier(run_dir) reads it back
+        from nblib.inference import save_classifier  # it imports this module
+
+        save_classifier(run_dir, model, collate, weights=best or None)
     out: dict[str, Any] = {"finetuning": {"epochs": trainer.current_epoch, "seconds": round(seconds, 2),
                                           "best_checkpoint": best}}
-    for name in ("val", "test"):
+    for name in ("val", "test", "ood"):
+        if name not in datamodule.frames:
+            continue  # no out-of-domain frame given
         frame = datamodule.frames[name]
         pred, prob, speed = predict(model, frame["text"].tolist(), collate)
         out.update(score_predictions(frame, pred, prob, split_name=name))

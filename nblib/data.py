@@ -267,10 +267,13 @@ class Split:
     train: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame
+    # the out-of-domain test (:func:`ood_test`, waimai reviews): every classifier is scored on it too
+    ood: pd.DataFrame | None = None
 
     def limit(self, max_train: int | None, max_eval: int | None) -> Split:
         """The first rows of each part (already shuffled): the smoke preset's small split."""
-        return Split(self.train.iloc[:max_train], self.val.iloc[:max_eval], self.test.iloc[:max_eval])
+        ood = None if self.ood is None else self.ood.iloc[:max_eval]
+        return Split(self.train.iloc[:max_train], self.val.iloc[:max_eval], self.test.iloc[:max_eval], ood)
 
     def ids(self) -> dict[str, list[int]]:
         return {k: [int(i) for i in getattr(self, k).index] for k in ("train", "val", "test")}
@@ -284,8 +287,10 @@ def split(frame: pd.DataFrame | None = None, *, seed: int = SPLIT_SEED) -> Split
 
     Uses the legacy ``numpy.random.RandomState`` stream, which numpy keeps bit-stable across
     versions, and sorted ids, so the split does not depend on row order or library versions.
-    A test pins the sha256 of the id lists.
+    A test pins the sha256 of the id lists. The real split (no ``frame`` given) also carries the
+    out-of-domain test in ``ood``.
     """
+    ood = ood_test() if frame is None else None
     frame = load_hotel(verbose=False) if frame is None else frame
     rng = np.random.RandomState(seed)
     parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
@@ -298,7 +303,7 @@ def split(frame: pd.DataFrame | None = None, *, seed: int = SPLIT_SEED) -> Split
         parts["train"].extend(ids[n_test + n_val :])
     # Shuffle within each part (seeded) so batches mix labels; the CSV is sorted by label.
     chosen = {k: frame.loc[np.asarray(v)[rng.permutation(len(v))]] for k, v in parts.items()}
-    return Split(**chosen)
+    return Split(**chosen, ood=ood)
 
 
 def split_checksum(s: Split) -> str:

@@ -35,15 +35,19 @@ class Preset:
     elmo_projection: int
     elmo_word_vocab: int  # words in the biLM softmax
     max_words: int  # ELMo fine-tuning length in jieba words
-    # --- pretraining (the same token budget for every model)
-    pretrain_tokens: int  # real (unpadded) tokens each model's pretraining reads: characters + [CLS]/[SEP]
+    # --- pretraining (the same budget of text for every model, on every machine)
+    # characters of corpus text each model's pretraining reads (what fits in its window: special
+    # tokens and padding are not counted; ELMo counts the characters of the words it reads). The
+    # steps follow exactly from the seeded batch order (datamodules.LanguageModelDataModule.plan).
+    pretrain_chars: int
     pretrain_seq_len: int
     pretrain_batch_size: int
     pretrain_lr: float
     warmup_steps: int
-    # cap on each model's pretraining time: train.TimeCap re-plans the steps from their measured
-    # speed, and the cosine schedule follows (None: the whole token budget, however long). ELMo's
-    # lesson passes its own MAX_PRETRAIN_MINUTES through this field.
+    # opt-in cap on each model's pretraining time, for slow laptops (None, every preset's default:
+    # the whole budget, however long it takes). `MAX_PRETRAIN_MINUTES=13 make report` sets it through
+    # the environment (pretraining.max_pretrain_minutes); a capped run says so in its record and
+    # the comparison marks its row "cut at N min" instead of comparing it.
     pretrain_max_minutes: float | None
     # --- fine-tuning (the same budget and selection for every model)
     finetune_epochs: int
@@ -118,7 +122,7 @@ PRESETS: dict[str, Preset] = {
         elmo_projection=16,
         elmo_word_vocab=2000,
         max_words=40,
-        pretrain_tokens=20_000,
+        pretrain_chars=20_000,
         pretrain_seq_len=64,
         pretrain_batch_size=16,
         pretrain_lr=1e-3,
@@ -147,7 +151,10 @@ PRESETS: dict[str, Preset] = {
         elmo_projection=128,
         elmo_word_vocab=20_000,
         max_words=80,
-        pretrain_tokens=10_000_000,  # ~18,700 steps of 12 reviews (length-grouped, ~534 real tokens each)
+        # 5 M characters: about 1.7 passes over the corpus. On the 2026-12-02 run the time cap stopped
+        # ELMo at ~4 M characters (where its pretraining paid +4.7 points) and GPT at 5.2-8.0 M tokens;
+        # ELMo, the slowest (~5.4 k characters/s on 2 cores), needs ~16 min for 5 M.
+        pretrain_chars=5_000_000,
         # 4×128 and two fine-tuning epochs so that `make report` (18+ fine-tuning runs) fits in two hours
         # on 2 cores: a fine-tuning epoch of full-length batches takes ~68 s at 4×128, ~199 s at 4×256.
         # Many small steps: a pre-LN 4×256 BERT at 16×64, lr 1e-3, left the MLM plateau after
@@ -158,9 +165,8 @@ PRESETS: dict[str, Preset] = {
         pretrain_batch_size=12,
         pretrain_lr=1e-3,
         warmup_steps=300,
-        # 10 M tokens took 10.7 min (BERT) and 14.8 min (GPT) on one 2-core VM, 16.0 and 18.5 on a
-        # ~1.4× slower one: the cap keeps pretraining within 15 minutes on a slow machine too.
-        pretrain_max_minutes=13.0,
+        pretrain_max_minutes=None,  # the whole budget on every machine (10 M tokens took 10.7 min for
+        # BERT and 14.8 min for GPT on one 2-core VM, 16.0 and 18.5 on a ~1.4× slower one)
         finetune_epochs=2,
         finetune_batch_size=32,
         finetune_lr=2e-4,
@@ -195,7 +201,7 @@ PRESETS: dict[str, Preset] = {
         elmo_projection=256,
         elmo_word_vocab=30_000,
         max_words=160,
-        pretrain_tokens=60_000_000,
+        pretrain_chars=60_000_000,
         pretrain_seq_len=256,
         pretrain_batch_size=64,
         pretrain_lr=5e-4,

@@ -1,14 +1,14 @@
-"""Pretraining any model on unlabelled text: the Lightning module, the token budget, the time cap, the cache.
+"""Pretraining any model on unlabelled text: the Lightning module, the character budget, the cache.
 
-Introduced in notebook 02_elmo (the biLM's pretraining and :class:`TimeCap`) and 03_bert
-(:func:`steps_for_budget`: the same budget of real tokens for every model); 04_gpt reuses it.
+Introduced in notebook 02_elmo (the biLM's pretraining); 03_bert explains the budget (the same
+characters of corpus for every model, on every machine: ``preset.pretrain_chars``); 04_gpt reuses
+it. :class:`TimeCap` is an opt-in cap for slow laptops (``MAX_PRETRAIN_MINUTES``).
 A model plugs in through ``pretraining_step(batch) -> {"loss", ...}``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -56,6 +56,23 @@ class Pretrainer(pl.LightningModule):
                                   self.hparams.warmup_steps, betas=(0.9, 0.98))
 
 
+MAX_MINUTES_ENV = "NBLIB_MAX_PRETRAIN_MINUTES"  # `MAX_PRETRAIN_MINUTES=13 make report` sets it
+
+
+def max_pretrain_minutes(preset: Preset) -> float | None:
+    """The opt-in time cap: ``$NBLIB_MAX_PRETRAIN_MINUTES`` if set, else the preset's (None: no cap)."""
+    value = os.environ.get(MAX_MINUTES_ENV, "").strip()
+    if not value or value.lower() == "none":
+        return preset.pretrain_max_minutes
+    try:
+        minutes = float(value)
+    except ValueError:
+        raise ValueError(f"{MAX_MINUTES_ENV}={value!r} is not a number of minutes") from None
+    if minutes <= 0:
+        raise ValueError(f"{MAX_MINUTES_ENV} must be positive, got {value}")
+    return minutes
+
+
 def pretrain(
     model: nn.Module,
     datamodule: LanguageModelDataModule,
@@ -64,21 +81,19 @@ def pretrain(
     *,
     seed: int = 0,
     max_steps: int | None = None,
-    budget_steps: int | None = None,
     lr: float | None = None,
     precision: str | None = None,
     recipe: dict | None = None,
     force: bool = False,
 ) -> dict:
-    """Pretrain ``model`` for the preset's token budget, or load the cached checkpoint.
+    """Pretrain ``model`` on the preset's budget of characters, or load the cached checkpoint.
 
-    Without ``max_steps`` the number of steps is :func:`steps_for_budget`: the preset's
-    ``pretrain_tokens`` counted as real (unpadded) tokens, capped by ``preset.pretrain_max_minutes``:
-    :class:`TimeCap` re-plans the run from its measured speed to what fits in that time (the
-    schedule follows, so its cosine still ends where training does).
-    ``budget_steps`` replaces the token count where the budget is not counted in the batches'
-    ``attention_mask`` (ELMo's is in characters, its mask in words); the cap still applies. The plan
-    is kept in the result's ``budget``. ``max_steps`` fixes the steps: no budget, no cap.
+    Without ``max_steps`` the run reads exactly ``preset.pretrain_chars`` characters of corpus
+    (:meth:`LanguageModelDataModule.plan`: the steps follow from the seeded batch order and the
+    data module's ``chars_read``), the same for every model on every machine, however long it
+    takes. A time cap (:func:`max_pretrain_minutes`, opt-in for slow laptops) makes
+    :class:`TimeCap` stop earlier; the result then says ``"cut_at_minutes"`` and the comparison
+    marks the row instead of comparing it. ``max_steps`` fixes the steps: no budget, no cap.
 
     ``recipe`` (JSON-able) names what else the lesson chose for this model (pre-LN, NSP, LSTM size):
     it is part of the cache key, so a changed recipe retrains, and it is kept in the checkpoint for
@@ -86,19 +101,20 @@ def pretrain(
 
     The checkpoint lives in ``runs/<preset>/pretrain/<name>.pt`` with the loss history and the
     budget actually spent; a rerun with the same pretraining settings (budget, batch, schedule,
-    time cap, ``max_steps``, ``budget_steps``, seed, recipe) reuses it, other settings retrain
-    (``force=True`` always retrains).
-    Returns the record's ``pretraining`` part: tokens, steps, seconds, final loss, history.
+    time cap, ``max_steps``, seed, recipe) reuses it, other settings retrain (``force=True``
+    always retrains). Returns the record's ``pretraining`` part: characters, tokens, steps,
+    estimated FLOPs, seconds, final and held-out loss, history, the plan.
     """
     path = _checkpoint_path(preset.name, name)
     lr = lr or preset.pretrain_lr
+    minutes = None if max_steps is not None else max_pretrain_minutes(preset)
     # What the checkpoint depends on besides the model's shape (which _load_checked checks): a
     # changed budget or schedule retrains instead of silently reusing an old checkpoint.
-    settings = {"pretrain_tokens": preset.pretrain_tokens, "pretrain_seq_len": preset.pretrain_seq_len,
+    settings = {"pretrain_chars": preset.pretrain_chars, "pretrain_seq_len": preset.pretrain_seq_len,
                 "pretrain_batch_size": preset.pretrain_batch_size, "pretrain_lr": lr,
                 "warmup_steps": preset.warmup_steps, "pretrain_dropout": preset.pretrain_dropout,
-                "pretrain_max_minutes": None if max_steps is not None else preset.pretrain_max_minutes,
-                "max_steps": max_steps, "budget_steps": budget_steps, "seed": seed, "recipe": recipe}
+                "pretrain_max_minutes": minutes, "max_steps": max_steps, "seed": seed,
+                "data_seed": datamodule.seed, "recipe": recipe}
     if path.exists() and not force:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         info = json.loads(saved["info"])
@@ -109,12 +125,9 @@ def pretrain(
         print(f"{path}: made with other settings ({info.get('settings')}), retraining with {settings}")
     plan = None
     if max_steps is None:
-        plan = (steps_for_budget(datamodule, preset.pretrain_tokens, seed=seed) if budget_steps is None
-                else {"budget_tokens": preset.pretrain_tokens, "steps": budget_steps})
+        plan = datamodule.plan(preset.pretrain_chars)
         max_steps = plan["steps"]
-    cap = None
-    if plan is not None and preset.pretrain_max_minutes is not None:
-        cap = TimeCap(preset.pretrain_max_minutes * 60, max_steps)
+    cap = TimeCap(minutes * 60, max_steps) if minutes is not None else None
     module = Pretrainer(model, lr=lr, warmup_steps=min(preset.warmup_steps, max_steps))
     run_dir = runs_dir() / preset.name / "pretrain" / name
     trainer = make_trainer(preset, run_dir, seed=seed, max_steps=max_steps, monitor=None,
@@ -124,9 +137,14 @@ def pretrain(
     seconds = time.perf_counter() - start
     history = module.history
     tail = history[-20:] if history else []
+    steps = trainer.global_step
+    parameters = sum(p.numel() for p in model.parameters())
     info = {
+        "characters": int(datamodule.chars_per_step(steps).sum()) if steps else 0,
         "tokens": module.tokens_seen,
-        "steps": trainer.global_step,
+        "steps": steps,
+        # the usual estimate for a training step: 6 FLOPs per parameter and token (forward 2, backward 4)
+        "estimated_flops": float(6 * parameters * module.tokens_seen),
         "seconds": round(seconds, 1),
         "final_loss": round(sum(h["loss"] for h in tail) / max(1, len(tail)), 4),
         "val": evaluate_pretraining(model, datamodule.heldout_dataloader()),
@@ -137,6 +155,10 @@ def pretrain(
     }
     if plan is not None:
         info["budget"] = plan if cap is None else {**plan, "time_cap": cap.report()}
+        if cap is not None and cap.report()["capped"]:
+            info["cut_at_minutes"] = minutes
+            print(f"pretraining {name} was cut at {minutes:g} min: {info['characters']:,} of "
+                  f"{plan['budget_chars']:,} characters; the comparison will not compare it")
     if trainer.is_global_zero:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -156,26 +178,6 @@ def saved_pretraining(preset: Preset | str, name: str) -> dict | None:
     if not path.exists():
         return None
     return json.loads(torch.load(path, map_location="cpu", weights_only=True)["info"])
-
-
-def steps_for_budget(datamodule: LanguageModelDataModule, budget_tokens: int, *, seed: int = 0,
-                     sample_batches: int = 20) -> dict[str, Any]:
-    """Optimiser steps that read ``budget_tokens`` real tokens: the budget divided by the mean
-    ``attention_mask`` sum of a few random batches (padding is not counted). Introduced in 03_bert.
-
-    Counting real tokens, not ``batch × seq_len`` slots, is what makes "the same token budget" the
-    same for every model: short reviews are padded, and how much depends on the objective's batch
-    layout (NSP pairs, words vs characters). ELMo's lesson counts characters the same way.
-    """
-    texts = datamodule.train_texts
-    rng = torch.Generator().manual_seed(seed)
-    counts = []
-    for _ in range(sample_batches):
-        picks = torch.randint(len(texts), (datamodule.batch_size,), generator=rng).tolist()
-        counts.append(int(datamodule.collate([texts[i] for i in picks])["attention_mask"].sum()))
-    per_step = sum(counts) / len(counts)
-    return {"budget_tokens": budget_tokens, "tokens_per_step_estimate": round(per_step, 1),
-            "steps": max(1, math.ceil(budget_tokens / per_step))}
 
 
 class TimeCap(pl.Callback):

@@ -98,6 +98,8 @@ def make_record(
         "test_long": results.get("test_long"),
         "test_short": results.get("test_short"),
         "predictions": results.get("predictions"),
+        "ood": results.get("ood"),  # the out-of-domain test (waimai reviews), when it was scored
+        "ood_predictions": results.get("ood_predictions"),
         "inference_reviews_per_s": results.get("inference_reviews_per_s"),
         "versions": package_versions(),
         "git_revision": git_revision(),

@@ -9,6 +9,7 @@ only records (one JSON per run), so one model can be rerun without rerunning the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nblib.comparison import gains_table, is_cut, write_readme_block
+from nblib.plotting import RUN_ID_ENV
 from nblib.presets import PRESETS, get_preset
 from nblib.records import REPO_ROOT, RecordError, git_revision, load_record, runs_dir
 
@@ -30,6 +33,8 @@ KNOWN_MODELS = ["majority", "tfidf", "static", "elmo", "bert", "electra", "gpt",
 # runs it only when asked (`make report WITH_CHECKPOINTS=1`).
 CHECKPOINT_LESSONS = ("07_",)
 COMPARE_LESSON = "05_compare.ipynb"
+README = REPO_ROOT / "README.md"
+README_PRESET = "small"  # the preset whose run writes the README's results block
 
 
 def lesson_notebooks(directory: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -70,6 +75,8 @@ def execute_notebook(
 
     check_parameters(notebook, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
+    # nobody watches an executed copy: one progress line per epoch, no bar debris (nblib.progress)
+    os.environ.setdefault("NBLIB_PROGRESS", "lines")
     try:
         papermill.execute_notebook(
             str(notebook),
@@ -97,6 +104,8 @@ def run_all(preset_name: str, only: Sequence[str] = (), with_checkpoints: bool =
     if not notebooks:
         raise SystemExit(f"no lesson notebook matches {list(only)} in {NOTEBOOKS_DIR}")
     start = time.perf_counter()
+    # one id for everything this run draws: figures carry it in their metadata, the table in its header
+    os.environ[RUN_ID_ENV] = run_id(preset.name)
     for nb in notebooks:
         t0 = time.perf_counter()
         print(f"[{preset.name}] {nb.name} ...", flush=True)
@@ -104,15 +113,24 @@ def run_all(preset_name: str, only: Sequence[str] = (), with_checkpoints: bool =
         print(f"[{preset.name}] {nb.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
     path = write_comparison(preset.name, wall_seconds=time.perf_counter() - start)
     print(f"wrote {path}")
+    if preset.name == README_PRESET and not only:
+        README.write_text(write_readme_block(README.read_text(encoding="utf-8"),
+                                             path.read_text(encoding="utf-8")), encoding="utf-8")
+        print(f"wrote the results block of {README}")
     return path
+
+
+def run_id(preset_name: str) -> str:
+    """``<preset>-<UTC time>-<git revision>``: what ties a run's figures and table together."""
+    return f"{preset_name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{git_revision()}"
 
 
 def save_figure(fig, name: str, figures_dir: str | Path = FIGURES_DIR) -> Path:
-    """Save ``fig`` as ``<figures_dir>/<name>.png`` (stable names, so reports can link them)."""
-    path = Path(figures_dir) / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    """Save ``fig`` as ``<figures_dir>/<name>.png`` with the run id in its metadata
+    (:func:`nblib.plotting.save_figure`; stable names, so reports can link them)."""
+    from nblib.plotting import save_figure as save
+
+    return save(fig, name, figures_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,9 +163,16 @@ def comparison_table(records: list[dict]) -> pd.DataFrame:
             continue  # label-efficiency runs go in their own figure
         pre = r["pretraining"] or {}
         fine = r["finetuning"] or {}
+        cut = is_cut(r)
+        ood = r.get("ood") or {}
         rows.append({
-            "model": r["model"], "variant": r["variant"], "seed": r["seed"],
+            "model": r["model"], "variant": r["variant"] + (f" (cut at {cut:g} min)" if cut else ""),
+            "seed": r["seed"],
             "accuracy": r["test"]["accuracy"], "macro_f1": r["test"]["macro_f1"],
+            "ood_accuracy": ood.get("accuracy"), "ood_macro_f1": ood.get("macro_f1"),
+            "ood_recall_neg": (ood.get("recall") or {}).get("0"),
+            "ood_recall_pos": (ood.get("recall") or {}).get("1"),
+            "pretrain_chars": pre.get("characters"),
             "recall_neg": r["test"]["recall"].get("0"), "recall_pos": r["test"]["recall"].get("1"),
             "long_accuracy": (r.get("test_long") or {}).get("accuracy"),
             "parameters": r["parameters"], "pretrain_tokens": pre.get("tokens"),
@@ -165,6 +190,11 @@ def comparison_table(records: list[dict]) -> pd.DataFrame:
             "test accuracy": _mean_std(g["accuracy"]), "test macro-F1": _mean_std(g["macro_f1"]),
             "recall neg": f"{g['recall_neg'].mean():.3f}", "recall pos": f"{g['recall_pos'].mean():.3f}",
             "accuracy >128 chars": "–" if g["long_accuracy"].isna().all() else f"{g['long_accuracy'].mean():.3f}",
+            "OOD accuracy": "–" if g["ood_accuracy"].isna().all() else _mean_std(g["ood_accuracy"]),
+            "OOD macro-F1": "–" if g["ood_macro_f1"].isna().all() else _mean_std(g["ood_macro_f1"]),
+            "OOD recall neg / pos": "–" if g["ood_recall_neg"].isna().all()
+            else f"{g['ood_recall_neg'].mean():.3f} / {g['ood_recall_pos'].mean():.3f}",
+            "pretrain chars": "–" if g["pretrain_chars"].isna().all() else f"{int(g['pretrain_chars'].iloc[0]):,}",
             "parameters": f"{int(g['parameters'].iloc[0]):,}",
             "pretrain tokens": "–" if g["pretrain_tokens"].isna().all() else f"{int(g['pretrain_tokens'].iloc[0]):,}",
             "pretrain min": "–" if g["pretrain_min"].isna().all() else f"{g['pretrain_min'].iloc[0]:.1f}",
@@ -236,48 +266,59 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _test_labels() -> pd.Series:
-    """The test labels of the fixed split, indexed by review id (reads the hotel corpus)."""
+def _labels() -> dict[str, pd.Series]:
+    """True labels by review id of the in-domain test and the out-of-domain test (reads the corpora)."""
     from nblib import data
 
-    return data.split().test["label"]
+    s = data.split()
+    return {"test": s.test["label"], "ood": s.ood["label"]}
+
+
+def _test_labels() -> pd.Series:
+    """The test labels of the fixed split, indexed by review id (reads the hotel corpus)."""
+    return _labels()["test"]
 
 
 def write_comparison(preset_name: str, wall_seconds: float | None = None,
                      out: Path | None = None) -> Path:
-    """Write ``figures/comparison.md``: the table, the protocol, and when/where it was made."""
-    records = load_records(runs_dir() / preset_name)
+    """Write ``figures/comparison.md``: the table, the gains with their intervals, the protocol, the run."""
+    records = [r for r in load_records(runs_dir() / preset_name) if r.get("task", "sentiment") == "sentiment"]
     table = comparison_table(records)
     out = out or FIGURES_DIR / "comparison.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     wall = f", wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else ""
     versions = records[0]["versions"] if records else {}
+    preset = get_preset(preset_name)
+    from nblib.data import OOD_SIZE
     lines = [
         f"# Comparison — preset `{preset_name}`",
         "",
         f"Written from the `{preset_name}` results records by `nblib.report` (what `make report` runs) "
-        f"on {when}, commit {git_revision()}{wall}; "
+        f"on {when}, commit {git_revision()}{wall}; run `{os.environ.get(RUN_ID_ENV, 'table only')}`; "
         f"torch {versions.get('torch', '?')}, {versions.get('threads', '?')} threads, "
         f"device {versions.get('device', '?')}.",
         "",
         "Protocol: the fixed stratified 80/10/10 split (seed 0) of ChnSentiCorp_htl_all; the same "
-        "pretraining corpus and token budget for every pretrained model; the same fine-tuning epochs, "
-        "each model's learning rate chosen on validation (recorded as finetune_lr); "
-        "the epoch (or C) chosen by validation macro-F1; test metrics on the 776 test reviews; "
-        "mean ± std over seeds.",
+        f"pretraining corpus and the same budget of {preset.pretrain_chars:,} characters of it for every "
+        "pretrained model (a row cut short by an opt-in time cap says so and is not compared); the same "
+        "fine-tuning epochs, each model's learning rate chosen on validation; the epoch (or C) chosen by "
+        f"validation macro-F1; test metrics on the hotel test reviews and, out of domain, on {OOD_SIZE:,} "
+        "waimai_10k food-delivery reviews that no model read in any form; mean ± std over seeds.",
         "",
         to_markdown(table) if len(table) else "_No results records yet._",
         "",
     ]
     has_predictions = any(r.get("predictions") for r in records)
-    gaps = pretraining_gaps(records, _test_labels()) if has_predictions else pd.DataFrame()
-    if len(gaps):
+    gains = gains_table(records, _labels()) if has_predictions else pd.DataFrame()
+    if len(gains):
         lines += [
-            "What pretraining adds: pretrained minus random-init test accuracy (mean over seeds), with a 95% "
-            "paired bootstrap interval over the test reviews; the validation gap beside it.",
+            "What pretraining adds: pretrained minus random-init accuracy in points, mean over seeds, with a "
+            "95% bootstrap interval over the reviews and the seeds, per number of labelled training reviews. "
+            "\"pays\" only where the whole interval is above zero, \"costs\" where it is below, else \"not "
+            "resolved\": the data cannot tell.",
             "",
-            to_markdown(gaps),
+            to_markdown(gains),
             "",
         ]
     out.write_text("\n".join(lines), encoding="utf-8")

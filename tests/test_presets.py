@@ -22,7 +22,7 @@ def test_replace_rejects_unknown_fields():
 
 def test_smoke_is_small_and_small_uses_all_data():
     smoke, small = get_preset("smoke"), get_preset("small")
-    assert smoke.pretrain_tokens < small.pretrain_tokens and smoke.hidden_size < small.hidden_size
+    assert smoke.pretrain_chars < small.pretrain_chars and smoke.hidden_size < small.hidden_size
     assert small.max_train_reviews is None and small.max_eval_reviews is None
     assert len(small.seeds) == 3
 

@@ -150,12 +150,14 @@ def test_write_comparison_adds_the_gap_table_when_records_hold_predictions(runs_
     import pandas as pd
 
     labels = pd.Series([i % 2 for i in range(100)], index=range(100))
-    monkeypatch.setattr(report, "_test_labels", lambda: labels)
+    monkeypatch.setattr(report, "_labels", lambda: {"test": labels})
     for seed in (0, 1):
         write_record(with_predictions(fake_record("gpt", "pretrained", seed, 0.9), labels, 5))
         write_record(with_predictions(fake_record("gpt", "random", seed, 0.8), labels, 15))
     text = report.write_comparison("smoke", out=tmp_path / "c.md").read_text(encoding="utf-8")
-    assert "What pretraining adds" in text and "| gpt | 2 / 2 | 10.0 |" in text
+    # 95 vs 85 reviews right out of 100 on both seeds: +10 points, and the interval is above zero
+    assert "What pretraining adds" in text and "| gpt | all | 2 / 2 | +10.0 [" in text
+    assert "] | pays |" in text
 
 
 def test_reading_records_imports_no_deep_learning_code():

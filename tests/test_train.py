@@ -4,6 +4,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -163,7 +164,7 @@ def toy_datamodule():
 
 
 def test_pretrain_learns_caches_and_refuses_a_mismatched_checkpoint(runs_tmp):
-    preset = SMOKE.replace(pretrain_tokens=16 * 4 * 60, pretrain_seq_len=4, pretrain_batch_size=16,
+    preset = SMOKE.replace(pretrain_chars=16 * 4 * 60, pretrain_seq_len=4, pretrain_batch_size=16,
                            pretrain_lr=3e-2)
     model = ToyLM()
     info = pretraining.pretrain(model, toy_datamodule(), preset, "toy")
@@ -177,7 +178,7 @@ def test_pretrain_learns_caches_and_refuses_a_mismatched_checkpoint(runs_tmp):
     with pytest.raises(RuntimeError, match=r"missing keys .*unexpected keys"):
         pretraining.pretrain(ToyWide(), toy_datamodule(), preset, "toy")
     # another budget must not reuse the checkpoint: it retrains, and the new one is cached
-    longer = preset.replace(pretrain_tokens=16 * 4 * 80)
+    longer = preset.replace(pretrain_chars=16 * 4 * 80)
     retrained = pretraining.pretrain(ToyLM(), toy_datamodule(), longer, "toy")
     assert not retrained["cached"] and retrained["steps"] == 80
     assert pretraining.pretrain(ToyLM(), toy_datamodule(), longer, "toy")["cached"]
@@ -195,7 +196,7 @@ class SlowToyLM(ToyLM):
 
 
 def test_time_cap_stops_pretraining_within_the_time(runs_tmp):
-    preset = SMOKE.replace(pretrain_tokens=16 * 4 * 300, pretrain_seq_len=4, pretrain_batch_size=16,
+    preset = SMOKE.replace(pretrain_chars=16 * 4 * 300, pretrain_seq_len=4, pretrain_batch_size=16,
                            pretrain_lr=3e-2, warmup_steps=5, pretrain_max_minutes=0.04)  # 2.4 s
     info = pretraining.pretrain(SlowToyLM(), toy_datamodule(), preset, "toy-capped")
     budget = info["budget"]
@@ -203,6 +204,17 @@ def test_time_cap_stops_pretraining_within_the_time(runs_tmp):
     assert 20 < info["steps"] == budget["time_cap"]["steps_planned"] < 300
     assert info["seconds"] < 5.5  # the whole budget sleeps 6 s
     assert budget["time_cap"]["seconds_per_step"] >= 0.02
+    # the record says the run was cut, and how much of the budget it read
+    assert info["cut_at_minutes"] == 0.04 and info["characters"] == info["steps"] * 16 * 4 < budget["chars"]
+
+
+def test_time_cap_is_opt_in_through_the_environment(monkeypatch):
+    assert pretraining.max_pretrain_minutes(SMOKE) is None
+    monkeypatch.setenv(pretraining.MAX_MINUTES_ENV, "13")
+    assert pretraining.max_pretrain_minutes(SMOKE) == 13.0
+    monkeypatch.setenv(pretraining.MAX_MINUTES_ENV, "soon")
+    with pytest.raises(ValueError, match="not a number of minutes"):
+        pretraining.max_pretrain_minutes(SMOKE)
 
 
 def test_time_cap_replans_from_the_measured_speed_and_the_schedule_follows():
@@ -234,7 +246,7 @@ def test_time_cap_replans_from_the_measured_speed_and_the_schedule_follows():
 
 
 def test_recipe_is_part_of_the_cache_key_and_kept_in_the_checkpoint(runs_tmp):
-    preset = SMOKE.replace(pretrain_tokens=16 * 4 * 20, pretrain_seq_len=4, pretrain_batch_size=16)
+    preset = SMOKE.replace(pretrain_chars=16 * 4 * 20, pretrain_seq_len=4, pretrain_batch_size=16)
     assert pretraining.saved_pretraining(preset, "toy-recipe") is None
     first = pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": True})
     assert not first["cached"] and first["recipe"] == {"pre_ln": True}
@@ -243,9 +255,6 @@ def test_recipe_is_part_of_the_cache_key_and_kept_in_the_checkpoint(runs_tmp):
     assert not changed["cached"]
     saved = pretraining.saved_pretraining(preset.name, "toy-recipe")
     assert saved["recipe"] == {"pre_ln": False} and saved["steps"] == 20 and "state_dict" not in saved
-    # a budget counted elsewhere (ELMo's characters) gives the steps instead of the token count
-    counted = pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-counted", budget_steps=12)
-    assert counted["steps"] == 12 and counted["budget"]["steps"] == 12
 
 
 class ToyWide(ToyLM):
@@ -268,20 +277,40 @@ def test_ddp_on_cpu_two_processes_one_record(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_pretraining_budget_counts_real_tokens_not_padding() -> None:
+def test_character_budget_is_exact_and_counts_what_the_model_reads() -> None:
     from nblib.datamodules import LanguageModelDataModule
-    from nblib.pretraining import steps_for_budget
 
-    def collate(texts):  # every text padded to 10 slots; attention_mask marks its real length
-        lengths = torch.tensor([len(t) for t in texts])
-        return {"attention_mask": torch.arange(10)[None, :] < lengths[:, None]}
+    rng = np.random.default_rng(0)
+    texts = ["字" * int(n) for n in rng.integers(1, 40, size=203)]
 
-    short = LanguageModelDataModule(["ab"] * 50, ["ab"], collate, batch_size=4)
-    plan = steps_for_budget(short, 800)
-    assert plan["tokens_per_step_estimate"] == 8.0  # 4 texts × 2 real tokens, not 4 × 10 slots
-    assert plan["steps"] == 100
-    longer = LanguageModelDataModule(["abcd"] * 50, ["ab"], collate, batch_size=4)
-    assert steps_for_budget(longer, 800)["steps"] == 50  # twice the text per step: half the steps
+    def collate(batch):
+        return {"texts": batch}
+
+    window = 20  # the model reads at most 20 characters of a text
+    dm = LanguageModelDataModule(texts, texts[:4], collate, batch_size=8, seed=3,
+                                 chars_read=lambda t: min(len(t), window))
+    plan = dm.plan(5_000)
+    # replay what training reads, epoch after epoch, from the real train_dataloader
+    read, steps = [], 0
+    loader = dm.train_dataloader()
+    while steps < plan["steps"]:
+        for batch in loader:
+            read.append(sum(min(len(t), window) for t in batch["texts"]))
+            steps += 1
+            if steps == plan["steps"]:
+                break
+    assert sum(read) == plan["chars"] >= 5_000 > sum(read[:-1])  # the last step crosses the budget
+    assert plan["epochs"] > 1  # the budget needs more than one pass here
+    assert dm.chars_per_step(len(read)).tolist() == read
+    # the same seed gives the same plan; another seed another order (same budget, other steps)
+    again = LanguageModelDataModule(texts, texts[:4], collate, batch_size=8, seed=3,
+                                    chars_read=lambda t: min(len(t), window))
+    assert again.plan(5_000) == plan
+    other = LanguageModelDataModule(texts, texts[:4], collate, batch_size=8, seed=4,
+                                    chars_read=lambda t: min(len(t), window))
+    assert other.chars_per_step(20).tolist() != dm.chars_per_step(20).tolist()
+    with pytest.raises(ValueError, match="positive"):
+        dm.plan(0)
 
 
 def test_layer_normed_scalar_mix_equalises_scales_and_ignores_the_batch() -> None:
