@@ -15,6 +15,10 @@ PRESET ?= small
 # Where to read the corpora instead of the network (a folder holding the three public files).
 NBLIB_DATA_MIRROR ?=
 export NBLIB_DATA_MIRROR
+# Opt-in cap on each pretraining, in minutes, for slow laptops (empty: the whole character budget).
+# A capped run says so in its record and the comparison marks its row "cut at N min".
+MAX_PRETRAIN_MINUTES ?=
+export NBLIB_MAX_PRETRAIN_MINUTES = $(MAX_PRETRAIN_MINUTES)
 
 .PHONY: setup sandbox data test report lab student grade bench lint lock
 
@@ -28,7 +32,7 @@ setup: $(VENV)/.installed sandbox
 
 # The grader runs each submission in a bubblewrap sandbox; install it where we may (root + apt).
 sandbox:
-	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } || echo "warning: bubblewrap (bwrap) is not installed: 'make grade' falls back to unshare (root) or runs submissions WITHOUT a sandbox" >&2
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } || echo "warning: bubblewrap (bwrap) is not installed: 'make grade' uses unshare + chroot as root, and otherwise stops (it never grades without a sandbox unless given --unsafe-no-sandbox)" >&2
 
 data: setup
 	$(PY) -m nblib.data fetch-all
