@@ -39,10 +39,13 @@ def _grade(args: argparse.Namespace) -> int:
     from nblib.grading.score import grade
 
     limits = {k: v for k, v in (("wall_s", args.wall), ("cell_s", args.cell_timeout),
-                                ("memory_mb", args.memory)) if v is not None}
+                                ("memory_mb", args.memory),
+                                ("total_memory_mb", args.total_memory)) if v is not None}
     try:
+        isolation = "none" if args.unsafe_no_sandbox else args.isolation
         grades = grade(Path(args.submissions), Path(args.out), Path(args.checks), lesson=args.lesson,
-                       jobs=args.jobs, isolation=args.isolation, limits=limits or None)
+                       jobs=args.jobs, isolation=isolation, limits=limits or None,
+                       allow_unsafe=args.unsafe_no_sandbox)
     except (FileNotFoundError, ValueError, SandboxUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -66,11 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--checks", default=str(DEFAULT_CHECKS), help="hidden checks folder")
     grade.add_argument("--lesson", help="the lesson of loose <dir>/<student>.ipynb files")
     grade.add_argument("--jobs", type=int, help="submissions graded at once (default: CPU count, max 8)")
-    grade.add_argument("--isolation", choices=["auto", "bwrap", "unshare", "none"],
-                       help="sandbox (default: $NBLIB_GRADING_ISOLATION or the best available)")
+    grade.add_argument("--isolation", choices=["auto", "bwrap", "unshare"],
+                       help="sandbox (default: $NBLIB_GRADING_ISOLATION or the best available); "
+                            "without one that works, grading stops and says why")
+    grade.add_argument("--unsafe-no-sandbox", action="store_true",
+                       help="instructors only: run submissions WITHOUT a sandbox, with your "
+                            "permissions (they could change grades and files); never by default")
     grade.add_argument("--wall", type=float, help="seconds per submission (overrides the lesson's)")
     grade.add_argument("--cell-timeout", type=float, help="seconds per cell (overrides the lesson's)")
     grade.add_argument("--memory", type=int, help="MB of address space per process (overrides)")
+    grade.add_argument("--total-memory", type=int,
+                       help="MB of memory for all of a submission's processes (overrides)")
     grade.set_defaults(func=_grade)
     args = parser.parse_args(argv)
     return args.func(args)

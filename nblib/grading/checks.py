@@ -47,21 +47,36 @@ _NO_EXPECT = object()
 
 @dataclass(frozen=True)
 class Limits:
-    """What one submission may use. Defaults suit a lesson in the smoke preset on a laptop."""
+    """What one submission may use. Defaults suit a lesson in the smoke preset on a laptop.
 
-    wall_s: float = 900.0  # the whole submission: notebook + hidden calls; then everything is killed
-    cell_s: float = 300.0  # one notebook cell; then the kernel is interrupted and the next cell runs
-    call_s: float = 60.0  # one call of a student function on hidden inputs
+    ``memory_mb`` bounds each process (RLIMIT_AS: a cell that allocates too much gets a
+    MemoryError); ``total_memory_mb`` bounds all the submission's processes together (a cgroup, or
+    the grader's watchdog, kills the largest above it); ``cpus`` is the CPU quota (cgroup) and
+    ``cpu_s`` the CPU seconds all its processes may use in all (default ``wall_s * cpus``).
+    """
+
+    wall_s: float = 300.0  # the whole submission: notebook + hidden calls; then everything is killed
+    cell_s: float = 120.0  # one notebook cell; then the kernel is interrupted and the next cell runs
+    call_s: float = 30.0  # one call of a student function on hidden inputs
     memory_mb: int = 4096  # address space of each process (RLIMIT_AS); torch alone maps ~1 GB
-    nproc: int = 256  # processes + threads of the submission's user (RLIMIT_NPROC): no fork bombs
+    total_memory_mb: int = 3072  # resident memory of all the submission's processes together
+    cpus: float = 1.0  # CPU quota of the whole submission (where a cgroup can enforce it)
+    cpu_s: float | None = None  # CPU seconds of all its processes together (default wall_s * cpus)
+    nproc: int = 256  # processes + threads of the submission (RLIMIT_NPROC / pids.max): no fork bombs
     fsize_mb: int = 256  # largest file the submission may write (RLIMIT_FSIZE)
     tmpfs_mb: int = 1024  # size of the private scratch filesystem (bwrap)
     max_restarts: int = 2  # kernel deaths survived: rerun the notebook without the killing cell
-    max_result_mb: int = 32  # largest single value sent back for one call (base64 weights)
+    max_result_mb: int = 32  # largest single value sent back for one call
+
+    def __post_init__(self) -> None:
+        if self.cpu_s is None:
+            object.__setattr__(self, "cpu_s", float(self.wall_s) * float(self.cpus) + 10.0)
 
     def replace(self, **changes: Any) -> Limits:
         import dataclasses
 
+        if "wall_s" in changes or "cpus" in changes:  # a derived default follows its inputs
+            changes.setdefault("cpu_s", None)
         return dataclasses.replace(self, **changes)
 
 
@@ -117,16 +132,78 @@ def close_to(expected: Any, rtol: float = 1e-4, atol: float = 1e-5) -> Callable[
 
 @dataclass(frozen=True)
 class Exercise:
-    """Points and hidden cases of one exercise; partial credit per passed case."""
+    """Points and hidden cases of one exercise; partial credit per passed case.
+
+    references: the library's own versions of what the exercise asks for: the functions or
+    classes themselves (``[truncate]``, a class such as ``ScalarMix`` covers its methods) or their
+    dotted names (``"nblib.text.truncate"``).
+    While a hidden case of this exercise runs, calling one of them from the student's function
+    (directly, through a wrapper, a ``functools.partial``, a copy of its code or a reloaded module)
+    makes the case fail: returning or wrapping the library's answer earns nothing. Outside the
+    hidden calls the notebook may use them freely (a lesson checks its piece against the library's,
+    then uses the library's).
+    """
 
     points: float
     cases: Sequence[Case]
+    references: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
         if not (isinstance(self.points, int | float) and self.points > 0):
             raise ValueError(f"Exercise.points must be a positive number, got {self.points!r}")
         if not self.cases:
             raise ValueError("an Exercise needs at least one Case")
+        if isinstance(self.references, str) or callable(self.references):
+            raise ValueError("Exercise.references must be a list (of functions, classes or names)")
+        for ref in self.references:
+            reference_target(ref)  # fails here, when the checks load, if it does not exist
+
+    def reference_targets(self) -> list[list[str]]:
+        return [reference_target(ref) for ref in self.references]
+
+
+def reference_target(ref: Any) -> list[str]:
+    """Where a reference's code lives: ``[file, qualified name, "exact" | "prefix"]`` (trusted).
+
+    The sandbox sees the library at the same path, so it can recognise the reference's code by
+    file and qualified name, however the student got hold of it.
+    """
+    import importlib
+
+    if not isinstance(ref, str):
+        return _target_of(ref, repr(ref))
+    name = ref
+    if not (FUNCTION_NAME.match(name) and "." in name):
+        raise ValueError(f"Exercise.references: {name!r} is not a dotted name like "
+                         "'nblib.text.truncate'")
+    module_name, _, attr = name.rpartition(".")
+    obj: Any = None
+    while module_name:
+        try:
+            obj = importlib.import_module(module_name)
+            break
+        except ImportError:
+            module_name, _, head = module_name.rpartition(".")
+            attr = f"{head}.{attr}"
+    if obj is None:
+        raise ValueError(f"reference {name!r}: no such module")
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ValueError(f"reference {name!r}: {module_name} has no {attr}")
+    return _target_of(obj, name)
+
+
+def _target_of(obj: Any, name: str) -> list[str]:
+    import inspect
+
+    obj = inspect.unwrap(obj)
+    if inspect.isclass(obj):
+        return [str(Path(inspect.getfile(obj)).resolve()), obj.__qualname__ + ".", "prefix"]
+    code = getattr(obj, "__code__", None)
+    if code is None:
+        raise ValueError(f"reference {name!r} is neither a Python function nor a class")
+    return [str(Path(code.co_filename).resolve()), code.co_qualname, "exact"]
 
 
 @dataclass(frozen=True)

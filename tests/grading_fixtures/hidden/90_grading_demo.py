@@ -39,7 +39,9 @@ def fits_held_out_points(state_dict):
 
 IDS = list(range(100, 137))
 EXERCISES = {
-    "T1-truncate": Exercise(points=2, cases=[
+    # The library's truncate(ids, n, "head+tail", 0.5) gives the same answer: calling it from
+    # truncate_head_tail during a hidden case earns nothing.
+    "T1-truncate": Exercise(points=2, references=["nblib.text.truncate"], cases=[
         Case("truncate_head_tail", args=(IDS, 8), expect=_truncate(IDS, 8)),
         Case("truncate_head_tail", args=(IDS[:5], 8), expect=IDS[:5]),
         Case("truncate_head_tail", args=(IDS[:9], 5), expect=_truncate(IDS[:9], 5)),
@@ -53,4 +55,5 @@ EXERCISES = {
 }
 
 # Generous per-cell time (importing torch on a busy 2-core machine), short per hidden call.
-LIMITS = Limits(wall_s=150, cell_s=10, call_s=3, memory_mb=2048, nproc=64, tmpfs_mb=64)
+LIMITS = Limits(wall_s=150, cell_s=10, call_s=3, memory_mb=2048, total_memory_mb=1536, nproc=64,
+                tmpfs_mb=64)
