@@ -15,7 +15,7 @@ def _case(n: int, max_len: int, head: int) -> Case:
 
 
 EXERCISES = {
-    "00-head-tail": Exercise(points=2, cases=[
+    "00-head-tail": Exercise(points=2, references=[truncate], cases=[
         _case(10, 20, 5),      # short input: unchanged
         _case(20, 20, 7),      # exactly max_len: unchanged
         _case(300, 126, 32),   # the usual cut

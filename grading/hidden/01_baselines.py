@@ -17,7 +17,7 @@ def _case(b: int, t: int, h: int, left_padded: bool = False) -> Case:
 
 
 EXERCISES = {
-    "01-masked-mean": Exercise(points=2, cases=[
+    "01-masked-mean": Exercise(points=2, references=[masked_mean], cases=[
         _case(3, 5, 4), _case(8, 17, 16), _case(2, 9, 3, left_padded=True), _case(1, 1, 7),
     ]),
 }

@@ -3,7 +3,7 @@
 import torch
 
 from nblib.classifier import ScalarMix
-from nblib.elmo import reversed_positions
+from nblib.elmo import Highway, reversed_positions
 from nblib.grading import Case, Exercise, close_to
 
 _g = torch.Generator().manual_seed(20261126)
@@ -38,7 +38,7 @@ def _mix(n_layers: int, shape: tuple[int, ...]) -> Case:
 
 
 EXERCISES = {
-    "02-highway": Exercise(points=2, cases=[_highway((4, 6), -2.0), _highway((2, 3, 8), 1.0)]),
-    "02-reverse-within-length": Exercise(points=2, cases=[_reverse(3, 7, 2), _reverse(1, 1, 4), _reverse(4, 5, 3)]),
-    "02-scalar-mix": Exercise(points=1, cases=[_mix(3, (2, 4, 5)), _mix(2, (1, 3, 2))]),
+    "02-highway": Exercise(points=2, references=[Highway], cases=[_highway((4, 6), -2.0), _highway((2, 3, 8), 1.0)]),
+    "02-reverse-within-length": Exercise(points=2, references=[reversed_positions], cases=[_reverse(3, 7, 2), _reverse(1, 1, 4), _reverse(4, 5, 3)]),
+    "02-scalar-mix": Exercise(points=1, references=[ScalarMix], cases=[_mix(3, (2, 4, 5)), _mix(2, (1, 3, 2))]),
 }

@@ -2,8 +2,9 @@
 
 import torch
 
+from nblib.bert import BertEmbeddings
 from nblib.grading import Case, Exercise, close_to
-from nblib.layers import attention
+from nblib.layers import MultiHeadAttention, attention, attention_weights
 
 _g = torch.Generator().manual_seed(20261125)
 
@@ -40,8 +41,8 @@ def _labels(b: int, t: int) -> Case:
 
 EXERCISES = {
     "03-padding-mask": Exercise(points=1, cases=[_padding([3, 1, 6], 6), _padding([1], 1), _padding([2, 9], 12)]),
-    "03-attention": Exercise(points=3, cases=[_attention(2, 2, 5, 5, 4), _attention(3, 4, 7, 7, 8),
+    "03-attention": Exercise(points=3, references=[attention, attention_weights, MultiHeadAttention], cases=[_attention(2, 2, 5, 5, 4), _attention(3, 4, 7, 7, 8),
                                               _attention(1, 1, 2, 6, 3)]),
-    "03-embeddings": Exercise(points=2, cases=[_embeddings(2, 5, 30, 8, 4), _embeddings(1, 7, 12, 7, 6)]),
+    "03-embeddings": Exercise(points=2, references=[BertEmbeddings], cases=[_embeddings(2, 5, 30, 8, 4), _embeddings(1, 7, 12, 7, 6)]),
     "03-mlm-labels": Exercise(points=1, cases=[_labels(3, 10), _labels(1, 40)]),
 }

@@ -5,6 +5,7 @@ import torch
 from nblib.classifier import last_real_token
 from nblib.gpt import filter_logits
 from nblib.grading import Case, Exercise
+from nblib.layers import attention_allowed
 
 _g = torch.Generator().manual_seed(20261124)
 
@@ -32,8 +33,8 @@ def _last(b: int, t: int, h: int, side: str) -> Case:
 
 
 EXERCISES = {
-    "04-causal-mask": Exercise(points=1, cases=[_causal(1), _causal(4), _causal(9)]),
-    "04-top-k-filter": Exercise(points=2, cases=[_top_k(2, 11, 1), _top_k(3, 50, 3), _top_k(1, 6, 6)]),
-    "04-last-real-token": Exercise(points=2, cases=[_last(4, 9, 5, "right"), _last(3, 7, 2, "left"),
+    "04-causal-mask": Exercise(points=1, references=[attention_allowed], cases=[_causal(1), _causal(4), _causal(9)]),
+    "04-top-k-filter": Exercise(points=2, references=[filter_logits], cases=[_top_k(2, 11, 1), _top_k(3, 50, 3), _top_k(1, 6, 6)]),
+    "04-last-real-token": Exercise(points=2, references=[last_real_token], cases=[_last(4, 9, 5, "right"), _last(3, 7, 2, "left"),
                                                    _last(2, 5, 3, "none")]),
 }
