@@ -164,7 +164,9 @@ def test_decode_picks_the_best_window(tokenizer):
 
 def test_cmrc_metrics_follow_the_official_script():
     assert spans.mixed_segmentation("Nexon公司（韩国）", remove_punctuation=True) == ["nexon", "公", "司", "韩", "国"]
-    assert spans.mixed_segmentation("The U.S. (2008)") == ["the", "u.s", ".", "(", "2008", ")"]
+    # non-Chinese runs: split at spaces and edge punctuation (as nltk.word_tokenize does for these)
+    assert spans.mixed_segmentation("iPhone 5s (2013)售价1.7万") == ["iphone", "5s", "(", "2013", ")", "售", "价",
+                                                                   "1.7", "万"]
     assert spans.cmrc_em(["北京"], "北京。") == 1.0 and spans.cmrc_em(["北京"], "北京市") == 0.0
     assert spans.cmrc_em(["光荣和ω-force"], "光荣和ω force") == 0.0  # only listed marks are removed
     assert spans.cmrc_f1(["北京大学"], "大学北京") == pytest.approx(0.5)  # a common *substring*, not a bag
