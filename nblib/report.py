@@ -106,12 +106,15 @@ def run_all(preset_name: str, only: Sequence[str] = (), with_checkpoints: bool =
     start = time.perf_counter()
     # one id for everything this run draws: figures carry it in their metadata, the table in its header
     os.environ[RUN_ID_ENV] = run_id(preset.name)
+    lesson_seconds: dict[str, float] = {}
     for nb in notebooks:
         t0 = time.perf_counter()
         print(f"[{preset.name}] {nb.name} ...", flush=True)
         execute_notebook(nb, out_dir / nb.name, {"PRESET": preset.name}, timeout_s=preset.notebook_timeout_s)
-        print(f"[{preset.name}] {nb.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
-    path = write_comparison(preset.name, wall_seconds=time.perf_counter() - start)
+        lesson_seconds[nb.stem] = time.perf_counter() - t0
+        print(f"[{preset.name}] {nb.name} done in {lesson_seconds[nb.stem]:.0f} s", flush=True)
+    path = write_comparison(preset.name, wall_seconds=time.perf_counter() - start,
+                            lesson_seconds=lesson_seconds)
     print(f"wrote {path}")
     if preset.name == README_PRESET and not only:
         README.write_text(write_readme_block(README.read_text(encoding="utf-8"),
@@ -280,7 +283,7 @@ def _test_labels() -> pd.Series:
 
 
 def write_comparison(preset_name: str, wall_seconds: float | None = None,
-                     out: Path | None = None) -> Path:
+                     out: Path | None = None, lesson_seconds: dict[str, float] | None = None) -> Path:
     """Write ``figures/comparison.md``: the table, the gains with their intervals, the protocol, the run."""
     records = [r for r in load_records(runs_dir() / preset_name) if r.get("task", "sentiment") == "sentiment"]
     table = comparison_table(records)
@@ -319,6 +322,14 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
             "resolved\": the data cannot tell.",
             "",
             to_markdown(gains),
+            "",
+        ]
+    if lesson_seconds:
+        lines += [
+            "What each lesson took in this run (the lessons' headers point here), minutes of wall time, "
+            "pretraining included:",
+            "",
+            to_markdown(pd.DataFrame([{"lesson": k, "minutes": f"{v / 60:.1f}"} for k, v in lesson_seconds.items()])),
             "",
         ]
     out.write_text("\n".join(lines), encoding="utf-8")
