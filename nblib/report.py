@@ -346,10 +346,16 @@ def main(argv: list[str] | None = None) -> int:
                      help="also run lesson 07 (downloads bert-base-chinese; a GPU is advised)")
     table = sub.add_parser("table", help="only (re)write figures/comparison.md from the records")
     table.add_argument("--preset", default="small", choices=list(PRESETS))
+    sub.add_parser("readme", help="copy figures/comparison.md into the README's results block")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             run_all(args.preset, args.only, args.with_checkpoints)
+        elif args.command == "readme":
+            comparison_md = (FIGURES_DIR / "comparison.md").read_text(encoding="utf-8")
+            README.write_text(write_readme_block(README.read_text(encoding="utf-8"), comparison_md),
+                              encoding="utf-8")
+            print(f"wrote the results block of {README}")
         else:
             print(write_comparison(args.preset))
     except (RuntimeError, RecordError, ValueError) as err:
