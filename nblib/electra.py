@@ -51,7 +51,8 @@ from nblib.hf_io import (
 
 @dataclass
 class ElectraConfig:
-    """ELECTRA's sizes: the discriminator is a BERT; the generator is the same BERT, narrower."""
+    """ELECTRA's sizes (notebook 03b_electra): the discriminator is a BERT; the generator is the
+    same BERT, narrower."""
 
     discriminator: BertConfig  # the encoder that is pretrained and then fine-tuned (lesson 03's sizes)
     # generator width as a share of the discriminator's: its hidden size, feed-forward width and
@@ -101,7 +102,8 @@ def _init_weights(module: nn.Module, std: float) -> None:
 
 
 class DiscriminatorHead(nn.Module):
-    """Per position: Linear H → H, the model's GELU, Linear H → 1: the logit of "replaced"."""
+    """Per position: Linear H → H, the model's GELU, Linear H → 1: the logit of "replaced"
+    (HF's ``discriminator_predictions``; notebook 03b_electra)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -286,7 +288,8 @@ class ElectraForPreTraining(nn.Module):
 
 @torch.no_grad()
 def sample_replacements(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """One character id per row of ``logits`` (N, V), drawn from softmax(logits) (temperature 1).
+    """One character id per row of ``logits`` (N, V), drawn from softmax(logits) (temperature 1;
+    notebook 03b_electra).
 
     Sampling, not argmax: the discriminator must see plausible but imperfect replacements. Runs
     under ``no_grad``: the generator learns from its MLM loss only (the sampling is not
@@ -314,7 +317,8 @@ def replace_tokens(original: Tensor, selected: Tensor, sampled: Tensor) -> tuple
 
 def share_of_positions_with_a_loss(batch: Mapping[str, Tensor]) -> dict[str, float]:
     """Of a masked-LM batch's real positions, the share each objective puts a loss on: masked-LM
-    (BERT, and ELECTRA's generator) the selected ones; ELECTRA's discriminator all of them."""
+    (BERT, and ELECTRA's generator) the selected ones; ELECTRA's discriminator all of them
+    (notebook 03b_electra, section 1)."""
     real = batch["attention_mask"].bool()
     selected = (batch["labels"] != IGNORE_INDEX) & real
     return {"real positions": int(real.sum()),
@@ -331,7 +335,8 @@ HF_HEAD = ("discriminator_predictions.",)  # the replaced-token head: absent fro
 
 
 def hf_key_map(config: BertConfig) -> dict[str, str]:
-    """Hugging Face ``ElectraForPreTraining`` state-dict name -> ``ElectraDiscriminator`` name."""
+    """Hugging Face ``ElectraForPreTraining`` state-dict name -> ``ElectraDiscriminator`` name
+    (notebook 07_pretrained_checkpoints loads real checkpoints through it)."""
     names = {
         "electra.embeddings.word_embeddings.weight": "bert.embeddings.word_embeddings.weight",
         "electra.embeddings.position_embeddings.weight": "bert.embeddings.position_embeddings.weight",
