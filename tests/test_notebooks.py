@@ -1,7 +1,14 @@
-"""Every lesson notebook runs top to bottom with papermill in the smoke preset (one case each)."""
+"""Every lesson notebook runs top to bottom with papermill in the smoke preset (one case each).
+
+The tests do not depend on their order: each lesson runs in a runs folder of its own, and a lesson
+that reads what others wrote (05 the records of 01-04, 06 the checkpoints of 02-04) first gets a
+copy of their runs folders; a lesson runs at most once per session, whichever test asks first.
+"""
 
 import ast
 import json
+import shutil
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -10,12 +17,47 @@ from nblib import report
 from nblib.presets import get_preset
 
 NOTEBOOKS = report.lesson_notebooks()
+BY_STEM = {nb.stem: nb for nb in NOTEBOOKS}
+# What a lesson reads from earlier lessons' runs (records, checkpoints); the rest need nothing.
+NEEDS = {
+    "03b_electra": ["03_bert"],  # compares with lesson 03's records when they exist
+    "05_compare": [s for s in BY_STEM if "01" <= s[:2] < "05"],  # every record of lessons 01-04
+    "06_inside_the_models": ["02_elmo", "03_bert", "04_gpt"],  # their pretrained checkpoints
+}
 
 
-@pytest.fixture(scope="module")
-def shared_runs(tmp_path_factory):
-    """One runs folder for the whole module: later lessons read what earlier ones recorded."""
-    return tmp_path_factory.mktemp("runs")
+@pytest.fixture(scope="session")
+def lesson_run(tmp_path_factory, request):
+    """``lesson_run(stem) -> (runs folder, output folder)``: runs lesson ``stem`` once per session in
+    a runs folder of its own, after copying in the runs folders of the lessons it needs."""
+    done: dict[str, tuple[Path, Path] | BaseException] = {}
+
+    def run(stem: str) -> tuple[Path, Path]:
+        if stem not in done:
+            try:
+                done[stem] = _execute(stem)
+            except BaseException as err:  # a failed prerequisite fails its dependents the same way
+                done[stem] = err
+        if isinstance(done[stem], BaseException):
+            raise done[stem]
+        return done[stem]
+
+    def _execute(stem: str) -> tuple[Path, Path]:
+        runs, out = tmp_path_factory.mktemp(f"runs-{stem}"), tmp_path_factory.mktemp(f"out-{stem}")
+        for needed in NEEDS.get(stem, []):
+            shutil.copytree(run(needed)[0], runs, dirs_exist_ok=True)
+        parameters = {"PRESET": "smoke", "FIGURES": str(out / "figures")}
+        if stem == "07_pretrained_checkpoints":  # tiny local checkpoints, never the hub
+            from tiny_checkpoints import notebook_parameters
+
+            parameters.update(notebook_parameters(*request.getfixturevalue("tiny_checkpoints")))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("NBLIB_RUNS_DIR", str(runs))
+            report.execute_notebook(BY_STEM[stem], out / f"{stem}.ipynb", parameters,
+                                    timeout_s=get_preset("smoke").notebook_timeout_s, progress=False)
+        return runs, out
+
+    return run
 
 
 def test_there_are_lessons():
@@ -54,21 +96,15 @@ def test_unknown_parameter_is_refused():
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_smoke_preset(notebook, shared_runs, tmp_path, monkeypatch, request):
-    monkeypatch.setenv("NBLIB_RUNS_DIR", str(shared_runs))
-    parameters = {"PRESET": "smoke", "FIGURES": str(tmp_path / "figures")}
-    if notebook.name == "07_pretrained_checkpoints.ipynb":  # tiny local checkpoints, never the hub
-        from tiny_checkpoints import notebook_parameters
-
-        parameters.update(notebook_parameters(*request.getfixturevalue("tiny_checkpoints")))
-    report.execute_notebook(notebook, tmp_path / notebook.name, parameters,
-                            timeout_s=get_preset("smoke").notebook_timeout_s, progress=False)
-    assert list((tmp_path / "figures").glob("*.png")), "every lesson saves its figures"
+def test_notebook_runs_in_smoke_preset(notebook, lesson_run):
+    _, out = lesson_run(notebook.stem)
+    assert list((out / "figures").glob("*.png")), "every lesson saves its figures"
 
 
 @pytest.mark.notebook
-def test_comparison_table_from_the_smoke_records(shared_runs, tmp_path, monkeypatch):
-    monkeypatch.setenv("NBLIB_RUNS_DIR", str(shared_runs))
+def test_comparison_table_from_the_smoke_records(lesson_run, tmp_path, monkeypatch):
+    runs, _ = lesson_run("01_baselines")
+    monkeypatch.setenv("NBLIB_RUNS_DIR", str(runs))
     path = report.write_comparison("smoke", out=tmp_path / "comparison.md")
     text = path.read_text(encoding="utf-8")
     for model in ("majority", "tfidf", "static"):
