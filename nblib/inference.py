@@ -29,7 +29,14 @@ from torch import nn
 
 from nblib import elmo
 from nblib.classifier import SentimentClassifier, predict
-from nblib.text import CharTokenizer, TruncationStrategy, WordTokenizer
+from nblib.text import (
+    SPECIAL_TOKENS,
+    WORD_SPECIAL_TOKENS,
+    CharTokenizer,
+    TruncationStrategy,
+    Vocabulary,
+    WordTokenizer,
+)
 
 DESCRIPTION = "classifier.json"  # the file that makes a run folder loadable
 FORMAT = 1
@@ -95,7 +102,9 @@ def describable(collate: Any) -> TokenCollate | ElmoCollate | None:
 # Saving
 
 
-def _encoder_spec(encoder: nn.Module) -> dict[str, Any]:
+def model_spec(encoder: nn.Module) -> dict[str, Any]:
+    """An nblib model written down: its class and its config (or, for the static model, its
+    arguments). :func:`build_model` makes a fresh one from it; pretraining checkpoints keep it too."""
     cls = type(encoder)
     spec: dict[str, Any] = {"class": f"{cls.__module__}.{cls.__qualname__}"}
     config = getattr(encoder, "config", None)
@@ -140,7 +149,7 @@ def save_classifier(run_dir: str | Path, model: SentimentClassifier, collate: An
         weights_spec = {"file": str(rel), "kind": "lightning"}
     description = {
         "format": FORMAT, "kind": "torch", "labels": LABELS,
-        "encoder": _encoder_spec(model.encoder),
+        "encoder": model_spec(model.encoder),
         "classifier": {k: v for k, v in dict(model.hparams).items()},
         "collate": collate_spec, "weights": weights_spec,
     }
@@ -168,7 +177,32 @@ def save_sklearn(run_dir: str | Path, pipeline: Any) -> Path:
 # Loading
 
 
-def _nblib_class(name: str, where: Path) -> type:
+def build_model(spec: dict[str, Any], where: str | Path = "model spec") -> nn.Module:
+    """A fresh (randomly initialised) model from :func:`model_spec`'s description."""
+    encoder_cls = _nblib_class(spec["class"], where)
+    if "config" in spec:
+        return encoder_cls(_nblib_class(spec["config_class"], where)(**spec["config"]))
+    return encoder_cls(**spec["kwargs"])
+
+
+def tokenizer_vocabulary(tokenizer: Any) -> dict[str, Any] | None:
+    """``{"kind": "char" | "word", "tokens": [...]}`` for nblib's tokenizers (what their ``save``
+    writes), None for anything else; :func:`tokenizer_from_vocabulary` reads it back."""
+    if isinstance(tokenizer, CharTokenizer):
+        return {"kind": "char", "tokens": list(tokenizer.id_to_token)}
+    if isinstance(tokenizer, WordTokenizer):
+        return {"kind": "word", "tokens": list(tokenizer.id_to_word)}
+    return None
+
+
+def tokenizer_from_vocabulary(vocabulary: dict[str, Any]) -> CharTokenizer | WordTokenizer:
+    """The tokenizer :func:`tokenizer_vocabulary` wrote down."""
+    if vocabulary["kind"] == "char":
+        return CharTokenizer(Vocabulary(vocabulary["tokens"], SPECIAL_TOKENS))
+    return WordTokenizer(Vocabulary(vocabulary["tokens"], WORD_SPECIAL_TOKENS))
+
+
+def _nblib_class(name: str, where: str | Path) -> type:
     module, _, qualname = name.rpartition(".")
     if not module.startswith("nblib."):
         raise RunNotLoadableError(f"{where}: class {name!r} is not an nblib class; refusing to import it")
@@ -222,13 +256,7 @@ def load_classifier(run_dir: str | Path) -> LoadedClassifier:
         import joblib
 
         return LoadedClassifier(run_dir, "sklearn", joblib.load(weights))
-    enc = spec["encoder"]
-    encoder_cls = _nblib_class(enc["class"], path)
-    if "config" in enc:
-        encoder = encoder_cls(_nblib_class(enc["config_class"], path)(**enc["config"]))
-    else:
-        encoder = encoder_cls(**enc["kwargs"])
-    model = SentimentClassifier(encoder, **spec["classifier"])
+    model = SentimentClassifier(build_model(spec["encoder"], path), **spec["classifier"])
     state = torch.load(weights, map_location="cpu", weights_only=True)
     if spec["weights"]["kind"] == "lightning":
         state = state["state_dict"]

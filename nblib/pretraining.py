@@ -8,6 +8,7 @@ A model plugs in through ``pretraining_step(batch) -> {"loss", ...}``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from nblib.classifier import adamw_with_warmup, make_trainer
 from nblib.datamodules import LanguageModelDataModule
+from nblib.inference import build_model, model_spec, tokenizer_vocabulary
 from nblib.presets import Preset
 from nblib.records import runs_dir
 
@@ -97,7 +99,10 @@ def pretrain(
 
     ``recipe`` (JSON-able) names what else the lesson chose for this model (pre-LN, NSP, LSTM size):
     it is part of the cache key, so a changed recipe retrains, and it is kept in the checkpoint for
-    later lessons (:func:`saved_pretraining`).
+    later lessons (:func:`saved_pretraining`). The checkpoint also describes itself: the model's
+    class and config, the collate's function and settings, and the tokenizers' vocabularies
+    (:func:`describe_inputs`); these are part of the cache key too (the vocabularies by their
+    sha256), and :func:`load_pretrained` rebuilds the model from them alone.
 
     The checkpoint lives in ``runs/<preset>/pretrain/<name>.pt`` with the loss history and the
     budget actually spent; a rerun with the same pretraining settings (budget, batch, schedule,
@@ -115,6 +120,8 @@ def pretrain(
                 "warmup_steps": preset.warmup_steps, "pretrain_dropout": preset.pretrain_dropout,
                 "pretrain_max_minutes": minutes, "max_steps": max_steps, "seed": seed,
                 "data_seed": datamodule.seed, "recipe": recipe}
+    model_desc, collate_desc, vocabularies = describe_inputs(model, datamodule.collate)
+    settings.update(model=model_desc, collate=collate_desc)
     if path.exists() and not force:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         info = json.loads(saved["info"])
@@ -152,6 +159,8 @@ def pretrain(
         "cached": False,
         "settings": settings,
         "recipe": recipe,
+        "model": model_desc,
+        "tokenizers": vocabularies,
     }
     if plan is not None:
         info["budget"] = plan if cap is None else {**plan, "time_cap": cap.report()}
@@ -169,6 +178,54 @@ def pretrain(
 
 def _checkpoint_path(preset_name: str, name: str) -> Path:
     return runs_dir() / preset_name / "pretrain" / f"{name}.pt"
+
+
+def describe_inputs(model: nn.Module, collate: Any) -> tuple[dict, dict, dict]:
+    """(model spec, collate spec, tokenizer vocabularies) of a pretraining run, JSON-able.
+
+    The collate is described when it is a ``functools.partial`` (``bert.make_collate``,
+    ``elmo.make_collate``, ``partial(gpt.collate_causal_lm, ...)``): its function's name and its
+    keyword settings, each tokenizer by the sha256 of its vocabulary (the vocabularies themselves
+    are the third value). Anything else is described by its name only."""
+    try:
+        model_desc = model_spec(model)
+    except ValueError:
+        model_desc = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    func = getattr(collate, "func", collate)
+    collate_desc: dict[str, Any] = {"function": f"{getattr(func, '__module__', '?')}."
+                                                f"{getattr(func, '__qualname__', type(func).__name__)}"}
+    vocabularies: dict[str, Any] = {}
+    for key, value in (getattr(collate, "keywords", None) or {}).items():
+        vocabulary = tokenizer_vocabulary(value)
+        if vocabulary is not None:
+            vocabularies[key] = vocabulary
+            text = json.dumps(vocabulary["tokens"], ensure_ascii=False).encode("utf-8")
+            collate_desc[key] = {"kind": vocabulary["kind"], "size": len(vocabulary["tokens"]),
+                                 "sha256": hashlib.sha256(text).hexdigest()}
+        elif isinstance(value, (str, int, float, bool, type(None))):
+            collate_desc[key] = value
+        else:
+            collate_desc[key] = type(value).__name__
+    return model_desc, collate_desc, vocabularies
+
+
+def load_pretrained(preset: Preset | str, name: str) -> tuple[nn.Module, dict]:
+    """(model with the pretrained weights, in eval mode; the checkpoint's info) of
+    ``runs/<preset>/pretrain/<name>.pt``, rebuilt from the checkpoint alone: its model class and
+    config, no guessing. ``info["tokenizers"]`` holds the vocabularies
+    (:func:`nblib.inference.tokenizer_from_vocabulary`). Introduced in 06_inside_the_models."""
+    path = _checkpoint_path(preset if isinstance(preset, str) else preset.name, name)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no pretraining checkpoint (run the lesson that pretrains "
+                                f"{name!r} with this preset and NBLIB_RUNS_DIR)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    info = json.loads(saved["info"])
+    if "config" not in info.get("model", {}) and "kwargs" not in info.get("model", {}):
+        raise ValueError(f"{path} does not describe its model (made before checkpoints did): "
+                         "rerun its lesson to rebuild it")
+    model = build_model(info["model"], path)
+    _load_checked(model, saved["state_dict"], path)
+    return model.eval(), info
 
 
 def saved_pretraining(preset: Preset | str, name: str) -> dict | None:

@@ -175,8 +175,12 @@ def test_pretrain_learns_caches_and_refuses_a_mismatched_checkpoint(runs_tmp):
     cached = pretraining.pretrain(again, toy_datamodule(), preset, "toy")
     assert cached["cached"] and cached["steps"] == 60
     torch.testing.assert_close(again.out.weight, model.out.weight)
-    with pytest.raises(RuntimeError, match=r"missing keys .*unexpected keys"):
-        pretraining.pretrain(ToyWide(), toy_datamodule(), preset, "toy")
+    grown = ToyLM()
+    grown.extra = nn.Linear(2, 2)  # the same class and settings (the same cache key), other weights
+    with pytest.raises(RuntimeError, match=r"missing keys .*extra\.weight"):
+        pretraining.pretrain(grown, toy_datamodule(), preset, "toy")
+    # a model of another class is another cache key (the checkpoint names its model): it retrains
+    assert not pretraining.pretrain(ToyLMAgain(), toy_datamodule(), preset, "toy")["cached"]
     # another budget must not reuse the checkpoint: it retrains, and the new one is cached
     longer = preset.replace(pretrain_chars=16 * 4 * 80)
     retrained = pretraining.pretrain(ToyLM(), toy_datamodule(), longer, "toy")
@@ -257,11 +261,42 @@ def test_recipe_is_part_of_the_cache_key_and_kept_in_the_checkpoint(runs_tmp):
     assert saved["recipe"] == {"pre_ln": False} and saved["steps"] == 20 and "state_dict" not in saved
 
 
-class ToyWide(ToyLM):
-    def __init__(self):
-        nn.Module.__init__(self)
-        self.emb = nn.Embedding(20, 16)
-        self.proj = nn.Linear(16, 20)
+def test_pretraining_checkpoints_describe_model_tokenizer_and_collate(runs_tmp):
+    """A checkpoint rebuilds its model alone (class, config, weights) and keeps the vocabulary and
+    the collate settings; a changed vocabulary or collate setting is a changed cache key."""
+    import functools
+
+    from nblib import gpt, inference
+
+    texts = ["房间很干净服务也好", "早餐一般前台不热情", "位置不错下次还来"] * 20
+    preset = SMOKE.replace(pretrain_chars=400, pretrain_batch_size=8)
+
+    def run(tok, max_len=16):
+        torch.manual_seed(0)
+        model = gpt.GPT(gpt.GPTConfig.tiny(tok.vocab_size))
+        collate = functools.partial(gpt.collate_causal_lm, tokenizer=tok, max_len=max_len)
+        dm = datamodules.LanguageModelDataModule(texts, texts[:8], collate, batch_size=8)
+        return model, pretraining.pretrain(model, dm, preset, "toy-gpt")
+
+    tok = CharTokenizer.build(texts, min_count=1)
+    model, info = run(tok)
+    assert info["settings"]["collate"]["max_len"] == 16
+    assert info["settings"]["collate"]["function"] == "nblib.gpt.collate_causal_lm"
+    assert info["settings"]["collate"]["tokenizer"]["size"] == tok.vocab_size
+    loaded, saved = pretraining.load_pretrained(preset, "toy-gpt")
+    assert type(loaded) is gpt.GPT and loaded.config == model.config
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value)
+    back = inference.tokenizer_from_vocabulary(saved["tokenizers"]["tokenizer"])
+    assert back.id_to_token == tok.id_to_token
+    assert run(tok)[1]["cached"]
+    assert not run(tok, max_len=12)[1]["cached"]  # another collate setting retrains
+    other = CharTokenizer.build(texts + ["新字"], min_count=1)
+    assert not run(other)[1]["cached"]  # another vocabulary retrains
+
+
+class ToyLMAgain(ToyLM):
+    """The same layers under another class name."""
 
 
 def test_ddp_on_cpu_two_processes_one_record(tmp_path):
