@@ -54,6 +54,9 @@ class Preset:
     finetune_batch_size: int
     finetune_lr: float
     seeds: tuple[int, ...]
+    # rates validation chose for one model (or one model and init, "elmo-random") on this preset,
+    # where they differ from `finetune_lr`: lesson 02's and 04's grids on `small`. finetune_lr_for reads them.
+    finetune_lrs: tuple[tuple[str, float], ...] = ()
     label_counts: tuple[int, ...] = field(default=(100, 300, 1000))  # label-efficiency curve
     # seeds of the ablations (GPT without its auxiliary LM loss, ELMo's frozen biLM); the main
     # pretrained-vs-random comparison always uses `seeds`. None: the same as `seeds`.
@@ -92,6 +95,14 @@ class Preset:
     @property
     def seeds_for_ablations(self) -> tuple[int, ...]:
         return self.seeds if self.ablation_seeds is None else self.ablation_seeds
+
+    def finetune_lr_for(self, model: str, variant: str = "pretrained") -> float:
+        """The fine-tuning rate of ``model`` (``elmo``, ``gpt``, ...) in ``variant`` (its init is the
+        part before any ``-``: ``pretrained-frozen`` → ``pretrained``): ``finetune_lrs`` when the
+        preset names one for the model and init or for the model, else ``finetune_lr``."""
+        rates = dict(self.finetune_lrs)
+        init = variant.split("-")[0]
+        return rates.get(f"{model}-{init}", rates.get(model, self.finetune_lr))
 
     def few_label_epochs(self, n_labels: int) -> int:
         """Epochs of a label-efficiency run on ``n_labels`` reviews: an epoch of 100 reviews is three
@@ -173,6 +184,9 @@ PRESETS: dict[str, Preset] = {
         finetune_batch_size=32,
         finetune_lr=2e-4,
         seeds=(0, 1, 2),
+        # chosen on validation macro-F1 from each lesson's grid (seed 0, two epochs; docs/experiments.md):
+        # lesson 02's biLM per init, lesson 04's GPT (both inits pick 5e-4 of {2e-4, 5e-4, 1e-3})
+        finetune_lrs=(("elmo-pretrained", 1e-3), ("elmo-random", 1e-2), ("gpt", 5e-4)),
         ablation_seeds=(0,),
         num_threads=2,  # the 2-core reference machine's count, fixed so every machine sums alike
         # lesson 08: sub-sampled so that the lesson fits in ~10-15 min on 2 cores (an estimate from

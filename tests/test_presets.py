@@ -57,3 +57,15 @@ def test_pretraining_configs_take_the_preset_dropout_and_keep_the_shapes():
     smoke = get_preset("smoke")
     pretrained = gpt.GPT(gpt.GPTConfig.from_preset(smoke, 50, pretraining=True))
     gpt.GPT(gpt.GPTConfig.from_preset(smoke, 50)).load_state_dict(pretrained.state_dict())
+
+
+def test_fine_tuning_rates_per_model_live_in_the_preset():
+    small, smoke = get_preset("small"), get_preset("smoke")
+    # lesson 02's grid picked a rate per init for the biLM, lesson 04's one rate for GPT (small only)
+    assert small.finetune_lr_for("elmo", "pretrained") == 1e-3
+    assert small.finetune_lr_for("elmo", "random-n100") == 1e-2  # the init is the part before "-"
+    assert small.finetune_lr_for("gpt", "random") == 5e-4
+    assert small.finetune_lr_for("bert", "pretrained") == small.finetune_lr == 2e-4
+    assert {smoke.finetune_lr_for(m, v) for m in ("elmo", "gpt") for v in ("pretrained", "random")} == {
+        smoke.finetune_lr}
+    hash(small)  # still a frozen, hashable preset
