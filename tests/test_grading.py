@@ -897,15 +897,27 @@ def test_hole_2_and_3_links_pipes_and_devices_are_refused_visibly(tmp_path):
 @needs_namespaces
 def test_hole_4_a_fork_bomb_costs_the_next_students_nothing(tmp_path):
     """After a fork bomb whose children ignore SIGTERM, the next run in the same slot found its uid
-    busy and two correct submissions were recorded no-result, 0/2."""
+    busy and two correct submissions were recorded no-result, 0/2. Here the bomb runs first in the
+    only slot, and a process left on the first sandbox uid (as a previous run's survivor would be)
+    holds that uid throughout: the grader must pick another uid, never blame the students."""
     subs = write_submissions(tmp_path / "subs", {
         "a-ivan": with_cell(solution(), FORK_BOMB), "b-alice": solution(), "c-bob": solution()})
-    grades = {g.student: g for g in grade(subs, tmp_path / "out", demo.HIDDEN_DIR, jobs=1,
-                                          progress=None)}
+    squatter = None
+    if os.geteuid() == 0:
+        squatter = subprocess.Popen(["setpriv", f"--reuid={sandbox.UID_BASE}", f"--regid={sandbox.UID_BASE}",
+                                     "--clear-groups", "sleep", "300"])
+    try:
+        grades = {g.student: g for g in grade(subs, tmp_path / "out", demo.HIDDEN_DIR, jobs=1,
+                                              progress=None)}
+    finally:
+        if squatter is not None:
+            squatter.kill()
+            squatter.wait()
     assert grades["a-ivan"].total == 7.0
     for student in ("b-alice", "c-bob"):
         assert summary(grades[student]) == ("ok", 7.0, (2.0, 2.0, 3.0)), student
     if os.geteuid() == 0:
+        assert sandbox.UID_BASE not in sandbox_uids(tmp_path / "out")
         assert leftovers(tmp_path / "out") == {}
 
 
