@@ -82,7 +82,9 @@ def make_record(
     started: float | None = None,
     **extra: Any,
 ) -> dict:
-    """Assemble one results record (the fields of the design) from what a run measured."""
+    """Assemble one results record (the fields of the design) from what a run measured.
+    ``pretraining`` is kept without its loss history and its tokenizers' vocabularies (both stay in
+    the checkpoint)."""
     record: dict[str, Any] = {
         "model": model,
         "variant": variant,
@@ -91,7 +93,7 @@ def make_record(
         "train_size": train_size,
         "parameters": parameters,
         "pretraining": None if pretraining is None
-        else {k: v for k, v in pretraining.items() if k != "history"},
+        else {k: v for k, v in pretraining.items() if k not in ("history", "tokenizers")},
         "finetuning": results.get("finetuning"),
         "val": results["val"],
         "test": results["test"],
