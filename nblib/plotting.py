@@ -26,6 +26,22 @@ CJK_FONT_NAME = "Noto Sans CJK SC"
 RUN_ID_ENV = "NBLIB_RUN_ID"
 RUN_ID_KEY = "nblib-run"  # the PNG text chunk that holds the run id
 FIGURES_DIR = Path(__file__).resolve().parents[1] / "figures"
+# One hue per model, the same in every figure: the pretrained model dark, its random-init twin the light
+# shade of the same hue (matplotlib's "tab20" pairs), so a twin is found by its colour.
+_TAB20_PAIR = {"bert": 0, "static": 2, "elmo": 4, "gpt": 6, "electra": 8, "tfidf": 10,
+               "bert-base-chinese": 18, "majority": 14}
+BASELINE_COLOR = "#555555"  # the majority-class line
+
+
+def twin_color(model: str, variant: str = "pretrained") -> tuple[float, float, float, float]:
+    """The colour of ``model`` (dark) or of its random-init twin (``variant`` "random…": light).
+
+    Introduced in notebook 05_compare; lessons 04 and 06 draw their twins with it too.
+    """
+    from matplotlib import colormaps
+
+    index = _TAB20_PAIR.get(model, 16) + (1 if str(variant).startswith("random") else 0)
+    return colormaps["tab20"](index)
 
 
 def cjk_font_path() -> Path:

@@ -50,3 +50,15 @@ def test_figure_carries_its_run_id(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     path = plotting.save_figure(fig, "x", tmp_path)
     plt.close(fig)
     assert plotting.figure_run_id(path) == "run-123"
+
+
+def test_twins_share_a_hue_and_models_differ() -> None:
+    import colorsys
+
+    hue = lambda c: colorsys.rgb_to_hls(*c[:3])  # noqa: E731
+    dark, light = plotting.twin_color("bert"), plotting.twin_color("bert", "random")
+    assert dark != light and abs(hue(dark)[0] - hue(light)[0]) < 0.05  # one hue, two shades
+    assert hue(light)[1] > hue(dark)[1]  # the random-init twin is the lighter one
+    assert plotting.twin_color("bert", "random-frozen") == light  # ablations keep their twin's shade
+    models = ["elmo", "bert", "electra", "gpt", "static", "tfidf"]
+    assert len({plotting.twin_color(m) for m in models}) == len(models)
