@@ -16,7 +16,6 @@ a question, an answer span); this module gives them what they share:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,35 +62,42 @@ class CourseEncoder:
 def course_encoder(preset: Preset, seed: int = 0, corpus: Sequence[str] | None = None) -> CourseEncoder:
     """Load lesson 03's pretrained BERT, or pretrain it exactly as lesson 03 does when it is missing.
 
-    The tokenizer is rebuilt from the same pretraining corpus (as lesson 06 does). When
-    ``runs/<preset>/pretrain/bert.pt`` is absent, lesson 03's pretraining runs here with its default
-    recipe and is cached under the same name, so lesson 03 later reuses it (seconds in ``smoke``, the
-    13-minute cap in ``small``). Introduced in notebook 08_bert_four_uses.
+    The checkpoint ``runs/<preset>/pretrain/bert.pt`` describes itself (model config, tokenizer
+    vocabulary: :func:`nblib.pretraining.load_pretrained`); the fine-tuning config is that config
+    with BERT's fine-tuning dropout (0.1), as in lesson 03. When the checkpoint is absent, lesson
+    03's pretraining runs here with its default recipe on the same corpus (``corpus`` replaces it in
+    tests) and is cached under the same name (seconds in ``smoke``, minutes in ``small``).
+    Introduced in notebook 08_bert_four_uses.
     """
-    from nblib import pretraining
+    import dataclasses
 
-    corpus = list(data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=seed)
-                  if corpus is None else corpus)
-    tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
-    saved = pretraining.saved_pretraining(preset, "bert")
-    recipe = (saved or {}).get("recipe") or LESSON03_RECIPE
-    config = bert.BertConfig.from_preset(preset, tokenizer.vocab_size, pre_ln=recipe["pre_ln"])
+    from nblib import inference, pretraining
+
     path = runs_dir() / preset.name / "pretrain" / "bert.pt"
-    if saved is None:
-        print(f"{path} is missing: pretraining BERT here with lesson 03's recipe {recipe}")
+    if pretraining.saved_pretraining(preset, "bert") is None:
+        print(f"{path} is missing: pretraining BERT here with lesson 03's recipe {LESSON03_RECIPE}")
+        corpus = list(data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=seed)
+                      if corpus is None else corpus)
+        tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
         n_heldout = max(1, len(corpus) // 100)
-        collate = bert.make_collate(tokenizer, preset.pretrain_seq_len, nsp=recipe["nsp"],
-                                    whole_word=recipe["whole_word"])
+        collate = bert.make_collate(tokenizer, preset.pretrain_seq_len, nsp=LESSON03_RECIPE["nsp"],
+                                    whole_word=LESSON03_RECIPE["whole_word"])
         lm_data = LanguageModelDataModule(corpus[:-n_heldout], corpus[-n_heldout:], collate,
-                                          preset.pretrain_batch_size)
+                                          preset.pretrain_batch_size, seed=seed,
+                                          chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
         torch.manual_seed(seed)
         model = bert.BertForPreTraining(bert.BertConfig.from_preset(
-            preset, tokenizer.vocab_size, pre_ln=recipe["pre_ln"], pretraining=True))
-        pretraining.pretrain(model, lm_data, preset, "bert", seed=seed, recipe=recipe)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    info = json.loads(checkpoint["info"])
-    info.pop("history", None)
-    return CourseEncoder(tokenizer, config, checkpoint["state_dict"], info)
+            preset, tokenizer.vocab_size, pre_ln=LESSON03_RECIPE["pre_ln"], pretraining=True))
+        pretraining.pretrain(model, lm_data, preset, "bert", seed=seed, recipe=LESSON03_RECIPE)
+    model, info = pretraining.load_pretrained(preset, "bert")
+    if not isinstance(model, bert.BertForPreTraining) or not info.get("tokenizers"):
+        raise RuntimeError(f"{path} is not a BERT checkpoint with its vocabulary; rerun notebooks/03_bert.ipynb")
+    tokenizer = inference.tokenizer_from_vocabulary(next(iter(info["tokenizers"].values())))
+    defaults = bert.BertConfig()
+    config = dataclasses.replace(model.config, hidden_dropout_prob=defaults.hidden_dropout_prob,
+                                 attention_probs_dropout_prob=defaults.attention_probs_dropout_prob)
+    info = {k: v for k, v in info.items() if k not in ("history", "tokenizers")}
+    return CourseEncoder(tokenizer, config, model.state_dict(), info)
 
 
 class TaskDataModule(pl.LightningDataModule):

@@ -23,6 +23,7 @@ NEEDS = {
     "03b_electra": ["03_bert"],  # compares with lesson 03's records when they exist
     "05_compare": [s for s in BY_STEM if "01" <= s[:2] < "05"],  # every record of lessons 01-04
     "06_inside_the_models": ["02_elmo", "03_bert", "04_gpt"],  # their pretrained checkpoints
+    "08_bert_four_uses": ["03_bert"],  # its pretrained BERT (without it, lesson 08 pretrains its own)
 }
 
 
