@@ -78,7 +78,7 @@ class Preset:
     task_max_val: int | None = 60  # validation examples of each task (model selection)
     task_max_test: int | None = 100  # test examples of each task
     qa_max_len: int = 128  # CMRC window: [CLS] question [SEP] passage piece [SEP]
-    qa_doc_stride: int = 64  # passage characters between the starts of two windows
+    qa_doc_stride: int = 48  # passage characters between the starts of two windows (see test_tasks)
     qa_max_answer_len: int = 30  # longest answer span considered, in characters
     task_epochs: int = 1
     task_seeds: tuple[int, ...] = (0,)  # tagging and pairs

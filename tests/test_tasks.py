@@ -136,6 +136,20 @@ def test_windows_overlap_cover_the_passage_and_point_at_the_answer(tokenizer):
     assert (batch["token_type_ids"][0, feats[0].passage_start:] == 1).all()
 
 
+@pytest.mark.parametrize("name", ["smoke", "small", "full"])
+def test_preset_windows_overlap_by_more_than_the_longest_answer(name, tokenizer):
+    """Two windows overlap by (room - stride) characters: any answer of up to max_answer_len
+    characters then lies whole inside some window, so it can be found and trained on."""
+    p = get_preset(name)
+    room = p.qa_max_len - 3 - 32  # the longest question make_features keeps is 32 tokens
+    assert room - p.qa_doc_stride >= p.qa_max_answer_len
+    context = "我在北京工作小明和华去了上海大学的公司工作" * 40
+    for start in range(0, len(context) - p.qa_max_answer_len, 37):
+        answer = context[start : start + p.qa_max_answer_len]
+        ex = QAExample("q", "a", context, "问" * 40, (answer,), ((start, answer),), 1)
+        assert any(f.start for f in spans.make_features([ex], tokenizer, p.qa_max_len, p.qa_doc_stride))
+
+
 def test_best_span_matches_brute_force():
     g = torch.Generator().manual_seed(0)
     for _ in range(50):
