@@ -16,6 +16,8 @@ Choices, documented here because the issue left them open:
 - Lessons 02-05 carry at most ``MAX_LESSON_WORDS`` words of Markdown; every Markdown cell at most
   ``MAX_CELL_WORDS`` (the aim is about 200: one screen).
 - Every lesson ends with a Markdown cell whose heading contains "What we have".
+- Every lesson links the research log (``docs/experiments.md``) in one line, and every such link's
+  ``#anchor`` exists there.
 - The committed file is what Jupyter writes (nbformat's own serialisation, the course kernelspec), so
   opening a lesson in JupyterLab does not mark it modified before any edit.
 """
@@ -26,7 +28,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+LOG_LINK = re.compile(r"\]\(\.\./docs/experiments\.md(?:#([\w-]+))?\)")
 MAX_LESSON_WORDS = 2000  # lessons 02-05
 MAX_CELL_WORDS = 250
 KERNELSPEC = {"name": "nblib", "display_name": "Python (nblib)", "language": "python"}
@@ -69,6 +73,7 @@ def test_the_checks_can_fail():
     assert log_mentions("the same ids on every machine") == []
     assert log_mentions("## 3. Pretraining, `&#39;` and [link](#what-we-have)") == []
     assert words("房间很干净 is clean") == 3 + 2.5
+    assert LOG_LINK.search("see [it](../docs/experiments.md#lesson-02-elmo).").group(1) == "lesson-02-elmo"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -96,6 +101,15 @@ def test_lesson_ends_with_what_we_have(path):
     headings = [line for line in last.source.splitlines() if line.startswith("#")]
     assert last.cell_type == "markdown" and any("What we have" in h for h in headings), (
         f"{path.name}: the last cell must be Markdown headed 'What we have'")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_lesson_links_the_research_log(path):
+    log = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
+    links = [m.group(1) for c in markdown_cells(path) for m in LOG_LINK.finditer(c.source)]
+    assert links, f"{path.name}: no link to ../docs/experiments.md"
+    missing = [a for a in links if a and f'id="{a}"' not in log]
+    assert not missing, f"{path.name}: anchors missing in docs/experiments.md: {missing}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
