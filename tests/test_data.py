@@ -87,7 +87,7 @@ def test_load_hotel_is_clean(hotel):
 
 def test_load_hotel_reports_the_empty_review(capsys):
     data.load_hotel(verbose=True)
-    assert "dropped 1 empty review" in capsys.readouterr().err
+    assert "dropped 1 empty review" in capsys.readouterr().out
 
 
 def test_csv_without_expected_columns(tmp_path):

@@ -7,6 +7,7 @@ copy of their runs folders; a lesson runs at most once per session, whichever te
 
 import ast
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -95,11 +96,46 @@ def test_unknown_parameter_is_refused():
         report.check_parameters(NOTEBOOKS[0], {"PRSET": "smoke"})
 
 
+# What an executed lesson may print on stderr (shown red in Jupyter): nothing but real errors. Each
+# entry is a known, harmless line we could not silence at its source; keep the list short.
+STDERR_ALLOWED: tuple[str, ...] = ()
+PROGRESS_DEBRIS = re.compile(r"\r|\d+it/s\]|\|[█▏▎▍▌▋▊▉ ]+\|")
+
+
+def stderr_problems(executed: Path) -> list[str]:
+    """Lines of an executed notebook's stderr outside the allow-list, and progress-bar debris."""
+    problems = []
+    for index, cell in enumerate(nbformat.read(executed, as_version=4).cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") != "stream":
+                continue
+            text = output.get("text", "")
+            if PROGRESS_DEBRIS.search(text):
+                problems.append(f"cell {index}: progress-bar debris {text[:80]!r}")
+            if output.get("name") == "stderr":
+                problems += [f"cell {index}: {line}" for line in text.splitlines()
+                             if line.strip() and not any(re.search(p, line) for p in STDERR_ALLOWED)]
+    return problems
+
+
+def test_stderr_check_can_fail(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="GPU available: False\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="Epoch 0: 10%|█  | 1/8 [00:00<00:00, 9it/s]\r")]
+    nb.cells.append(cell)
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    problems = stderr_problems(tmp_path / "x.ipynb")
+    assert any("GPU available" in p for p in problems) and any("debris" in p for p in problems)
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_preset(notebook, lesson_run):
     _, out = lesson_run(notebook.stem)
     assert list((out / "figures").glob("*.png")), "every lesson saves its figures"
+    # it reads like a page of a book: no red notices, no progress-bar debris
+    assert stderr_problems(out / f"{notebook.stem}.ipynb") == []
 
 
 @pytest.mark.notebook
