@@ -229,6 +229,13 @@ class LoadedClassifier:
         return labels, probs
 
 
+def _record_model(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load_classifier(run_dir: str | Path) -> LoadedClassifier:
     """The fine-tuned classifier of a run folder (``runs/<preset>/<model>-<variant>/<seed>``),
     ready to predict, with its collate: what ``python -m nblib.predict`` uses. Introduced in
@@ -239,6 +246,9 @@ def load_classifier(run_dir: str | Path) -> LoadedClassifier:
     path = run_dir / DESCRIPTION
     if not path.is_file():
         has = sorted(p.name for p in run_dir.iterdir())
+        if "result.json" in has and _record_model(run_dir / "result.json") == "majority":
+            raise RunNotLoadableError(f"{run_dir}: the majority baseline has no classifier to load (it "
+                                      "answers its training set's larger class for every review)")
         hint = ("it holds a results record but no saved classifier: it was made before classifiers "
                 "described themselves, or with a collate nblib cannot write down; rerun its lesson"
                 if "result.json" in has else "is it a run folder? (runs/<preset>/<model>-<variant>/<seed>)")
