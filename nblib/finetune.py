@@ -51,6 +51,10 @@ from nblib.hub import CheckpointNotFoundError, resolve_checkpoint
 from nblib.presets import PRESETS
 
 RECORD_MODEL = "bert-base-chinese"  # the model name results records carry (lesson 05's table)
+# The record's model name by the checkpoint's model_type: a BERT (bert-base-chinese, hfl/*-wwm) or
+# an ELECTRA discriminator (hfl/chinese-electra-180g-small-discriminator: 12 M parameters, minutes
+# of fine-tuning on a CPU where BERT-base takes hours).
+RECORD_MODELS = {"bert": RECORD_MODEL, "electra": "chinese-electra"}
 OUTPUTS = ("all_results.json", "result.json", "checkpoints", "logs")  # what a run writes
 
 
@@ -296,6 +300,23 @@ def flat_metrics(results: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def load_encoder(name_or_path: str | Path) -> tuple[Any, Any, str]:
+    """(tokenizer, model, model_type) for a BERT or an ELECTRA-discriminator checkpoint.
+
+    Both load into the course's own BERT encoder (``model.bert``) and fine-tune the same way,
+    through ``[CLS]`` (lesson 03b: ELECTRA's discriminator is a BERT). Another model type raises.
+    """
+    folder = resolve_checkpoint(name_or_path)
+    kind = _model_type(folder)
+    if kind == "electra":
+        from nblib.electra import load_electra
+
+        tokenizer, model = load_electra(folder)
+        return tokenizer, model, kind
+    tokenizer, model = load_bert(folder)  # raises for anything but model_type 'bert'
+    return tokenizer, model, "bert"
+
+
 def fine_tune_bert(
     model: BertForPreTraining,
     collate: HFCollate,
@@ -337,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "with the course's classifier, and write metrics and a results record.")
     arg = parser.add_argument
     arg("--model_name_or_path", required=True,
-        help="a checkpoint folder, or a hub name such as bert-base-chinese")
+        help="a BERT or ELECTRA-discriminator checkpoint folder, or a hub name such as "
+             "bert-base-chinese or hfl/chinese-electra-180g-small-discriminator")
     arg("--output_dir", required=True, help="where all_results.json, result.json, logs go")
     arg("--overwrite_output_dir", action="store_true", help="allow a non-empty output_dir")
     arg("--max_seq_length", type=int, default=128, help="tokens per review, [CLS]/[SEP] included")
@@ -413,7 +435,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     preset = get_preset(args.preset)
     frames, source = _frames(args, preset)
     started = time.time()
-    tokenizer, model = load_bert(args.model_name_or_path)
+    tokenizer, model, kind = load_encoder(args.model_name_or_path)
     # Lightning: imported once the cheap checks have passed
     from nblib.classifier import count_parameters
     from nblib.records import make_record, write_record
@@ -438,7 +460,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     metrics = {"model_name_or_path": str(args.model_name_or_path), "data": source,
                "train_samples": len(frames[0]), **flat_metrics(results)}
     record = make_record(
-        model=RECORD_MODEL, variant="pretrained", preset=preset, seed=args.seed,
+        model=RECORD_MODELS[kind], variant="pretrained", preset=preset, seed=args.seed,
         train_size=len(frames[0]), parameters=count_parameters(model.bert), results=results,
         started=started, checkpoint=str(args.model_name_or_path), data=source,
         max_seq_length=args.max_seq_length, learning_rate=args.learning_rate,

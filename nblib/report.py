@@ -28,7 +28,7 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 FIGURES_DIR = REPO_ROOT / "figures"
 KERNEL_NAME = "nblib"
 # Every model a record may name, in the order the table shows them.
-KNOWN_MODELS = ["majority", "tfidf", "static", "elmo", "bert", "electra", "gpt", "bert-base-chinese"]
+KNOWN_MODELS = ["majority", "tfidf", "static", "elmo", "bert", "electra", "gpt", "bert-base-chinese", "chinese-electra"]
 # Lesson 07 downloads and fine-tunes bert-base-chinese: hours on a GPU-less laptop, so the main job
 # runs it only when asked (`make report WITH_CHECKPOINTS=1`).
 CHECKPOINT_LESSONS = ("07_",)
