@@ -359,6 +359,37 @@ def test_trusted_reads_refuse_links_pipes_devices_and_big_files(tmp_path):
     assert time.monotonic() - started < 5  # the FIFO did not block
 
 
+def test_cgroup_limits_are_written_where_the_host_allows_one(tmp_path, monkeypatch):
+    """The files a cgroup v2 (delegated) or v1 hierarchy gets, on a stand-in /sys/fs/cgroup."""
+    limits = Limits(total_memory_mb=1536, nproc=64, cpus=1.0)
+    v2 = tmp_path / "v2"
+    (v2 / "grader.scope").mkdir(parents=True)
+    (v2 / "cgroup.controllers").write_text("cpu memory pids")
+    (v2 / "grader.scope" / "cgroup.subtree_control").write_text("cpu memory pids")
+    monkeypatch.setattr(sandbox, "CGROUP_ROOT", v2)
+    monkeypatch.setattr(sandbox.Cgroup, "_own", staticmethod(lambda c: Path("/grader.scope")))
+    group = sandbox.Cgroup.make("sub", limits)
+    leaf = v2 / "grader.scope" / "sub"
+    assert group.version == 2 and group.dirs == {"all": leaf}
+    assert (leaf / "memory.max").read_text() == str(1536 * 2**20)
+    assert (leaf / "pids.max").read_text() == "64" and (leaf / "cpu.max").read_text() == "100000 100000"
+    assert f"echo $$ > {leaf / 'cgroup.procs'}" in group.enter_command()[2]
+    v1 = tmp_path / "v1"
+    for controller in ("memory", "pids", "cpu"):
+        (v1 / controller / "grader").mkdir(parents=True)
+        (v1 / controller / "cgroup.procs").write_text("")
+    monkeypatch.setattr(sandbox, "CGROUP_ROOT", v1)
+    monkeypatch.setattr(sandbox.Cgroup, "_own", staticmethod(lambda c: None if c is None else Path("/grader")))
+    monkeypatch.setattr(sandbox, "_is_root", lambda: True)
+    group = sandbox.Cgroup.make("sub", limits)
+    assert group.version == 1 and set(group.dirs) == {"memory", "pids", "cpu"}
+    assert (v1 / "memory" / "grader" / "sub" / "memory.limit_in_bytes").read_text() == str(1536 * 2**20)
+    assert (v1 / "pids" / "grader" / "sub" / "pids.max").read_text() == "64"
+    assert (v1 / "cpu" / "grader" / "sub" / "cpu.cfs_quota_us").read_text() == "100000"
+    monkeypatch.setenv("NBLIB_GRADING_CGROUP", "off")
+    assert sandbox.Cgroup.make("sub2", limits) is None
+
+
 def test_the_course_notebooks_are_never_a_submissions_folder(tmp_path):
     repo = Path(nblib.__file__).resolve().parents[1]
     for folder in (repo, repo / "notebooks"):
@@ -768,9 +799,8 @@ def test_hole_8_names_are_kept_as_given(battery):
 def test_always_equal_objects_and_monkeypatching_gain_nothing(battery):
     g = battery["grades"]
     assert summary(g["liam"])[1:] == (0.0, (0.0, 0.0, 0.0))
-    assert "not plain data" in battery["feedback"]["liam"]
-    assert "did not return a module or a state dict of tensors" in battery["feedback"]["liam"] or \
-        "returned something that is not plain data" in battery["feedback"]["liam"]
+    # (liam also sends a forged answer in place of every result: see the test of hole 6)
+    assert battery["feedback"]["liam"].count("`causal_mask` did not return plain data") == 3
     assert summary(g["mia"])[1:] == (0.0, (0.0, 0.0, 0.0))
 
 

@@ -63,6 +63,7 @@ MAX_STDERR = 64 * 1024
 START_ALLOWANCE_S = 10  # beyond wall_s: starting the sandbox and Python, before the runner's clock
 CLEANUP_TIMEOUT_S = 30.0  # longest wait for a sandbox's processes to be gone; then its uid retires
 WATCHDOG_PERIOD_S = 0.5
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 WARNING = (
     "WARNING: graded WITHOUT a sandbox (--unsafe-no-sandbox): the submission ran with the "
     "grader's permissions and could have read or changed any file the grader can, including "
@@ -532,13 +533,23 @@ class Cgroup:
 
     @classmethod
     def _make_v2(cls, name: str, limits: Limits) -> Cgroup | None:
-        root = Path("/sys/fs/cgroup")
+        root = CGROUP_ROOT
         own = cls._own(None)
         if own is None or not (root / "cgroup.controllers").exists():
             return None
         parent = root / str(own).lstrip("/")
         if not {"memory", "pids", "cpu"} <= set(_read(parent / "cgroup.subtree_control").split()):
-            (parent / "cgroup.subtree_control").write_text("+memory +pids +cpu")  # may be refused
+            try:
+                (parent / "cgroup.subtree_control").write_text("+memory +pids +cpu")
+            except OSError as err:
+                if err.errno != errno.EBUSY:
+                    raise  # not delegated to us: the watchdog takes over
+                # A delegated cgroup (systemd-run --scope -p Delegate=yes) that holds the grader
+                # itself: cgroup v2 wants processes only in leaves, so move the grader into one.
+                own_leaf = parent / "nblib-grader"
+                own_leaf.mkdir(exist_ok=True)
+                (own_leaf / "cgroup.procs").write_text(str(os.getpid()))
+                (parent / "cgroup.subtree_control").write_text("+memory +pids +cpu")
         leaf = parent / name
         leaf.mkdir()
         group = cls({"all": leaf}, 2)
@@ -559,7 +570,7 @@ class Cgroup:
             return None
         dirs: dict[str, Path] = {}
         for controller in ("memory", "pids", "cpu"):
-            mount = Path("/sys/fs/cgroup") / controller
+            mount = CGROUP_ROOT / controller
             own = cls._own(controller)
             if own is None or not (mount / "cgroup.procs").exists():
                 continue
