@@ -1,0 +1,43 @@
+"""nblib.course.finetune_variant: one comparison run, from encoder to results record."""
+
+import json
+
+import pytest
+import torch
+from test_train import synthetic_frames
+
+from nblib import course, inference, records
+from nblib.data import Split
+from nblib.presets import get_preset
+from nblib.static import StaticEmbedding
+from nblib.text import CharTokenizer
+
+SMOKE = get_preset("smoke")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return CharTokenizer.build(["房间早餐服务位置前台设施好差"], min_count=1)
+
+
+def test_finetune_variant_trains_records_and_saves_a_loadable_run(tokenizer, runs_tmp):
+    split = Split(*synthetic_frames(400))
+    collate = inference.TokenCollate(tokenizer, 16)
+    torch.manual_seed(0)
+    clf, record = course.finetune_variant(
+        StaticEmbedding(tokenizer.vocab_size, 16), model="static", variant="random", preset=SMOKE,
+        split=split, collate=collate, pooling="mean", seed=0, lr=3e-2, max_epochs=4, note="test")
+    assert record["test"]["accuracy"] > 0.8 and record["finetune_lr"] == 3e-2 and record["note"] == "test"
+    assert record["trainable_parameters"] == sum(p.numel() for p in clf.parameters())
+    path = records.record_path(SMOKE, "static", "random", 0)
+    assert records.load_record(path)["test"] == record["test"]
+    assert inference.load_classifier(path.parent).predict(["房间好"])[0] == [1]
+    # few labels: its own folder; the learning rate defaults to the preset's choice for the model
+    _, small = course.finetune_variant(
+        StaticEmbedding(tokenizer.vocab_size, 16), model="gpt", variant="pretrained", preset=SMOKE,
+        split=split, frame=split.train.iloc[:40], label_count=40, collate=collate, pooling="mean",
+        seed=1, max_epochs=1)
+    assert small["label_count"] == 40 and small["train_size"] == 40
+    assert small["finetune_lr"] == SMOKE.finetune_lr_for("gpt", "pretrained")
+    written = json.loads(records.record_path(SMOKE, "gpt", "pretrained", 1, 40).read_text())
+    assert written["label_count"] == 40
