@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import importlib
 import json
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,11 +178,23 @@ def save_sklearn(run_dir: str | Path, pipeline: Any) -> Path:
 # Loading
 
 
+def _config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """``cls(**values)``, nested config dataclasses (ELECTRA's discriminator) rebuilt from their dicts."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        kind = hints.get(name)
+        if isinstance(value, dict) and dataclasses.is_dataclass(kind):
+            value = _config_from_dict(kind, value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
 def build_model(spec: dict[str, Any], where: str | Path = "model spec") -> nn.Module:
     """A fresh (randomly initialised) model from :func:`model_spec`'s description."""
     encoder_cls = _nblib_class(spec["class"], where)
     if "config" in spec:
-        return encoder_cls(_nblib_class(spec["config_class"], where)(**spec["config"]))
+        return encoder_cls(_config_from_dict(_nblib_class(spec["config_class"], where), spec["config"]))
     return encoder_cls(**spec["kwargs"])
 
 

@@ -141,3 +141,16 @@ def test_predict_command_errors_are_clear(trained_run, tmp_path, capsys):
     assert "r.csv, line 3: empty review" in capsys.readouterr().err
     assert predict.main([str(run_dir)]) == 2
     assert "give reviews" in capsys.readouterr().err
+
+
+def test_model_specs_rebuild_every_family_with_nested_configs():
+    from nblib import electra
+
+    models = [electra.ElectraForPreTraining(electra.ElectraConfig(bert.BertConfig.tiny(vocab_size=50))),
+              gpt.GPT(gpt.GPTConfig.tiny(30)), elmo.BiLM(elmo.ElmoConfig.tiny(30, 40)),
+              bert.BertForPreTraining(bert.BertConfig.tiny(vocab_size=50, pre_ln=True))]
+    for model in models:
+        rebuilt = inference.build_model(inference.model_spec(model))
+        assert type(rebuilt) is type(model) and rebuilt.config == model.config
+        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+            k: v.shape for k, v in model.state_dict().items()}
