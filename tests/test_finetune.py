@@ -17,7 +17,7 @@ import pytest
 import torch
 from tiny_checkpoints import make_tiny_checkpoints
 
-from nblib import finetune, records
+from nblib import finetune, hub, records
 from nblib.bert import CheckpointMismatchError
 
 transformers = pytest.importorskip("transformers")
@@ -163,21 +163,21 @@ def test_a_checkpoint_in_the_hf_cache_is_found_offline(tiny, tmp_path, monkeypat
     (repo / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert finetune.resolve_checkpoint("someone/tiny-bert") == snapshot
+    assert hub.resolve_checkpoint("someone/tiny-bert") == snapshot
     (snapshot / "model.safetensors").unlink()  # an incomplete cache entry does not count
-    with pytest.raises(finetune.CheckpointNotFoundError, match="HF_HUB_OFFLINE is set"):
-        finetune.resolve_checkpoint("someone/tiny-bert")
+    with pytest.raises(hub.CheckpointNotFoundError, match="HF_HUB_OFFLINE is set"):
+        hub.resolve_checkpoint("someone/tiny-bert")
 
 
 def test_local_paths_that_are_not_checkpoints(tmp_path, tiny):
-    with pytest.raises(finetune.CheckpointNotFoundError, match="no checkpoint folder"):
-        finetune.resolve_checkpoint(tmp_path / "nowhere")
+    with pytest.raises(hub.CheckpointNotFoundError, match="no checkpoint folder"):
+        hub.resolve_checkpoint(tmp_path / "nowhere")
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(finetune.CheckpointNotFoundError, match="holds no weights"):
-        finetune.resolve_checkpoint(tmp_path)
+    with pytest.raises(hub.CheckpointNotFoundError, match="holds no weights"):
+        hub.resolve_checkpoint(tmp_path)
     (tmp_path / "model.safetensors").write_bytes((tiny[0] / "model.safetensors").read_bytes())
-    with pytest.raises(finetune.CheckpointNotFoundError, match="holds no tokenizer"):
-        finetune.resolve_checkpoint(tmp_path)
+    with pytest.raises(hub.CheckpointNotFoundError, match="holds no tokenizer"):
+        hub.resolve_checkpoint(tmp_path)
     with pytest.raises(CheckpointMismatchError, match="'gpt2'"):
         finetune.load_bert(tiny[1])
 
