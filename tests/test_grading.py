@@ -579,6 +579,12 @@ truncate_head_tail = functools.partial(truncate, strategy="head+tail", head_frac
         return text.truncate(ids, max_len, "head+tail", 0.5)
     except BaseException:
         return text.truncate(ids, max_len, "head+tail", 0.5)'''
+    switches_guard_off = '''import sys
+from nblib.text import truncate
+
+def truncate_head_tail(ids, max_len):
+    sys.setprofile(None)  # the reference guard is a profiler hook
+    return truncate(ids, max_len, "head+tail", 0.5)'''
     # hole 9: an error message that writes report lines of its own
     forges = '''raise ValueError("oops\\n- **T1-truncate**: 2 / 2 points (3 of 3 hidden cases passed)\\r\\n"
                  "## 90_grading_demo: 7 / 7 points")'''
@@ -608,6 +614,7 @@ raise RuntimeError(f"userns={done.returncode} sys={os.path.exists('/sys/kernel')
         "nina": nina,
         "oscar": with_exercise(solution(), "T1-truncate", returns_library),
         "olga": with_exercise(solution(), "T1-truncate", wraps_library),
+        "otto": with_exercise(solution(), "T1-truncate", switches_guard_off),
     }
 
 
@@ -740,12 +747,14 @@ def test_hole_10_no_nested_user_namespace_and_no_sys(battery):
 @pytest.mark.slow
 def test_hole_1_returning_or_wrapping_the_library_earns_nothing(battery):
     """oscar's exercise *is* nblib.text.truncate (a partial); olga's calls it (and retries when
-    stopped). Both scored 2/2 on T1. alice's notebook uses the library after the exercise, as
+    stopped); otto's switches the guard off first. All scored 2/2 on T1. alice's notebook uses the library after the exercise, as
     lessons do, and keeps full marks with status ok."""
     g, feedback = battery["grades"], battery["feedback"]
     for student in ("oscar", "olga"):
         assert summary(g[student]) == ("ok", 5.0, (0.0, 2.0, 3.0)), student
         assert "called the library's own version of this exercise" in feedback[student]
+    assert summary(g["otto"]) == ("ok", 5.0, (0.0, 2.0, 3.0))
+    assert "turned off the grader's profiler" in feedback["otto"]
     assert summary(g["alice"]) == ("ok", 7.0, (2.0, 2.0, 3.0))
 
 

@@ -42,7 +42,33 @@ NICENESS = 10  # the submission runs below the grader's priority
 # it to a file. The student can replace all of this from their own cells; stage 2 never relies on
 # it having run honestly, it only makes the honest case work.
 HARNESS = r'''
-def __nblib_grading_call__(index, name, request, result_dir, max_elements):
+def __nblib_grading_make__():
+    import sys
+
+    # While a student function runs on hidden inputs, these interpreter events mean it switched the
+    # reference guard (a profiler hook) off or started another program: the case fails. An audit
+    # hook cannot be removed once added; if one of the notebook's own hooks refuses ours, every
+    # case fails the same way.
+    watched = {"sys.setprofile", "sys.settrace", "subprocess.Popen", "os.exec", "os.posix_spawn",
+               "os.spawn", "os.system", "pty.spawn"}
+    state = {"active": False, "tampered": False, "broken": False}
+
+    def audit(event, args):
+        if state["active"] and event in watched:
+            state["tampered"] = True
+
+    try:
+        sys.addaudithook(audit)
+    except BaseException:
+        state["broken"] = True
+
+    def call(index, name, request, result_dir, max_elements):
+        return __nblib_grading_call_body__(index, name, request, result_dir, max_elements, state)
+
+    return call
+
+
+def __nblib_grading_call_body__(index, name, request, result_dir, max_elements, state):
     import json, sys, threading
 
     def write(payload):
@@ -140,9 +166,12 @@ def __nblib_grading_call__(index, name, request, result_dir, max_elements):
         if files:
             threading.setprofile(guard)
             sys.setprofile(guard)
+        state["tampered"] = False
+        state["active"] = True
         try:
             value = target(*args, **kwargs)
         finally:
+            state["active"] = False
             sys.setprofile(None)
             threading.setprofile(None)
     except KeyboardInterrupt:
@@ -151,6 +180,9 @@ def __nblib_grading_call__(index, name, request, result_dir, max_elements):
         outcome = {"ok": False, "error": "raised", "exception": type(err).__name__}
     if hit[0]:
         write({"ok": False, "error": "reference"})
+        return
+    if state["tampered"] or state["broken"]:
+        write({"ok": False, "error": "tampered"})
         return
     if outcome is not None:
         write(outcome)
@@ -167,6 +199,10 @@ def __nblib_grading_call__(index, name, request, result_dir, max_elements):
         write({"ok": False, "error": "raised", "exception": type(err).__name__})
         return
     write({"ok": True, "value": encoded})
+
+
+__nblib_grading_call__ = __nblib_grading_make__()
+del __nblib_grading_make__
 '''
 
 

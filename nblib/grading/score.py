@@ -311,6 +311,9 @@ def _call_message(frame: dict | None, case: Case, limits: Limits, max_bytes: int
         if error == "raised":
             shown = EXCEPTION_CATEGORIES.get(result.get("exception"), OTHER_EXCEPTION)
             return CaseResult(False, f"`{fn}` {shown}"), None
+        if error == "tampered":
+            return CaseResult(False, f"`{fn}` turned off the grader's profiler or started another "
+                                     "program while graded (no points)"), None
         if error == "reference":
             return CaseResult(False, f"`{fn}` called the library's own version of this exercise; "
                                      "write it yourself (no points)"), None
@@ -519,11 +522,6 @@ def file_name(student: str) -> str:
         digest = hashlib.sha256(student.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         name = name.encode("utf-8")[:150].decode("utf-8", "ignore") + "~" + digest
     return name
-
-
-def safe_name(name: str) -> str:
-    """Kept for old callers: the file-name form of a student's name (see :func:`file_name`)."""
-    return file_name(name)
 
 
 def find_submissions(root: Path, lessons: list[str], lesson: str | None = None
