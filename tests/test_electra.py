@@ -203,7 +203,7 @@ def test_pretraining_reduces_the_loss(tokenizer: CharTokenizer) -> None:
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
-        first = first or float(out["loss"])
+        first = first or float(out["loss"].detach())
     assert float(out["loss"]) < 0.7 * first
     assert torch.isfinite(out["rtd_acc"]) and 0 <= float(out["rtd_acc"]) <= 1
 
