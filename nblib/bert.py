@@ -115,7 +115,11 @@ class BertConfig:
     @classmethod
     def from_hf_config(cls, hf: Mapping[str, Any]) -> BertConfig:
         """From a Hugging Face ``config.json`` dict; unknown fields are ignored
-        (:func:`nblib.hf_io.config_from_hf`)."""
+        (:func:`nblib.hf_io.config_from_hf`). Relative position embeddings, which the course's
+        encoder does not have, are refused rather than loaded as absolute ones."""
+        kind = hf.get("position_embedding_type", "absolute")
+        if kind != "absolute":
+            raise ValueError(f"position_embedding_type {kind!r} is not supported (absolute only)")
         return config_from_hf(cls, hf, skip=("pre_ln",),
                               hidden_act=activation_from_hf(hf.get("hidden_act", "gelu")))
 
@@ -129,6 +133,23 @@ class BertConfig:
         del hf["pre_ln"], hf["embedding_size"]
         hf["hidden_act"] = activation_to_hf(self.hidden_act)
         return hf
+
+
+def post_ln_config(config: BertConfig | Mapping[str, Any] | None, hf_config: Mapping[str, Any] | None,
+                   family: str) -> BertConfig:
+    """The ``BertConfig`` for a Hugging Face checkpoint of a post-LN ``family`` (BERT, ELECTRA):
+    ``config`` as given (a ``BertConfig`` or an HF dict), else the ``config.json`` beside the weights."""
+    if config is None:
+        if hf_config is None:
+            raise ValueError("no config.json found beside the weights: pass config=BertConfig(...) "
+                             "or the HF config dict (the number of attention heads and the embedding "
+                             "size cannot be read from the weights)")
+        config = hf_config
+    if not isinstance(config, BertConfig):
+        config = BertConfig.from_hf_config(config)
+    if config.pre_ln:
+        raise ValueError(f"Hugging Face {family} is post-LN: load it with pre_ln=False")
+    return config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,16 +344,7 @@ class BertForPreTraining(nn.Module):
         ``LoadReport`` (missing / unexpected keys by name) is kept in ``model.load_report``.
         """
         state, hf_config = read_hf_checkpoint(source)
-        if config is None:
-            if hf_config is None:
-                raise ValueError("no config.json found beside the weights: pass config=BertConfig(...) "
-                                 "(the number of attention heads cannot be read from the weights)")
-            config = hf_config
-        if not isinstance(config, BertConfig):
-            config = BertConfig.from_hf_config(config)
-        if config.pre_ln:
-            raise ValueError("Hugging Face BERT is post-LN: load it with pre_ln=False")
-        model = cls(config)
+        model = cls(post_ln_config(config, hf_config, "BERT"))
         model.load_report = load_hf_state_dict(model, state, strict=strict)
         return model
 

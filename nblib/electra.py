@@ -35,7 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nblib.bert import HF_LAYER_MAP, IGNORE_INDEX, BertConfig, BertModel, MaskedLMHead
+from nblib.bert import (
+    HF_LAYER_MAP,
+    IGNORE_INDEX,
+    BertConfig,
+    BertModel,
+    MaskedLMHead,
+    post_ln_config,
+)
 from nblib.hf_io import (
     CheckpointMismatchError,
     KeyMap,
@@ -172,20 +179,7 @@ class ElectraDiscriminator(nn.Module):
         kept in ``model.load_report``.
         """
         state, hf_config = read_hf_checkpoint(source)
-        if config is None:
-            if hf_config is None:
-                raise ValueError("no config.json found beside the weights: pass config=BertConfig(...) "
-                                 "or the HF config dict (heads and embedding size cannot be read "
-                                 "from the weights)")
-            config = hf_config
-        if not isinstance(config, BertConfig):
-            kind = config.get("position_embedding_type", "absolute")
-            if kind != "absolute":
-                raise ValueError(f"position_embedding_type {kind!r} is not supported (absolute only)")
-            config = BertConfig.from_hf_config(config)
-        if config.pre_ln:
-            raise ValueError("Hugging Face ELECTRA is post-LN: load it with pre_ln=False")
-        model = cls(config)
+        model = cls(post_ln_config(config, hf_config, "ELECTRA"))
         model.load_report = load_hf_state_dict(model, state, strict=strict)
         return model
 
