@@ -23,11 +23,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from nblib.records import RecordError
+
 PARTS = {"test": "predictions", "ood": "ood_predictions"}  # part → the record field of its predictions
 PART_NAMES = {"test": "in-domain (hotel test)", "ood": "out-of-domain (waimai)"}
 
 
-class ComparisonError(ValueError):
+class ComparisonError(RecordError):
     """Records that cannot be compared (names the record)."""
 
 

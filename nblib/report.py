@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nblib.comparison import gains_table, is_cut, write_readme_block
+from nblib.comparison import correctness, gains_table, is_cut, write_readme_block
 from nblib.plotting import RUN_ID_ENV
 from nblib.presets import PRESETS, get_preset
 from nblib.records import REPO_ROOT, RecordError, git_revision, load_record, runs_dir
@@ -208,18 +208,6 @@ def comparison_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out).sort_values("_order").drop(columns="_order").reset_index(drop=True)
 
 
-def _per_review_accuracy(records: list[dict], ids: list[int], labels: np.ndarray) -> np.ndarray:
-    """Each test review's correctness averaged over ``records`` (one per seed), in the order of ``ids``."""
-    rows = []
-    for r in records:
-        pred = pd.Series(r["predictions"]["pred"], index=r["predictions"]["ids"])
-        if set(pred.index) != set(ids):
-            raise RecordError(f"{r.get('_path', r['model'])}: its test predictions cover other reviews "
-                              "than its twin's")
-        rows.append(pred.loc[ids].to_numpy() == labels)
-    return np.mean(rows, axis=0)  # (N,)
-
-
 def pretraining_gaps(records: list[dict], test_labels: pd.Series, *, n_boot: int = 2000,
                      seed: int = 0) -> pd.DataFrame:
     """What pretraining adds, per model: pretrained minus random-init test accuracy, with a 95% interval.
@@ -244,10 +232,10 @@ def pretraining_gaps(records: list[dict], test_labels: pd.Series, *, n_boot: int
         missing = sorted(set(ids) - set(test_labels.index))
         if missing:
             raise RecordError(f"{model}: test ids {missing[:5]} have no label; pass the full test split's labels")
-        y = test_labels.loc[ids].to_numpy()
-
         # (N,) per-review gap: each review's accuracy over the pretrained seeds minus over the random ones
-        diff = _per_review_accuracy(twins["pretrained"], ids, y) - _per_review_accuracy(twins["random"], ids, y)
+        pretrained, _ = correctness(twins["pretrained"], test_labels, "test", ids)  # (seeds, N)
+        random_init, _ = correctness(twins["random"], test_labels, "test", ids)
+        diff = pretrained.mean(axis=0) - random_init.mean(axis=0)
         rng = np.random.default_rng(seed)
         boot = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
         low, high = np.percentile(boot, [2.5, 97.5])
