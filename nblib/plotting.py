@@ -21,9 +21,10 @@ from pathlib import Path
 import matplotlib
 import matplotlib.font_manager as font_manager
 
+from nblib.records import RUN_ID_ENV
+
 CJK_FONT_FILE = "NotoSansCJKsc-Regular.otf"
 CJK_FONT_NAME = "Noto Sans CJK SC"
-RUN_ID_ENV = "NBLIB_RUN_ID"
 RUN_ID_KEY = "nblib-run"  # the PNG text chunk that holds the run id
 FIGURES_DIR = Path(__file__).resolve().parents[1] / "figures"
 # One hue per model, the same in every figure: the pretrained model dark, its random-init twin the light

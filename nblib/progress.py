@@ -57,6 +57,7 @@ class LineProgress(pl.Callback):
         self.lines = lines
         self.stream = stream
         self._start = 0.0
+        self._every = 0  # steps between two lines of a step-based run (0: report by epoch)
         self._next_report = 0
 
     def _print(self, text: str) -> None:
@@ -71,12 +72,12 @@ class LineProgress(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
-        self._next_report = max(1, trainer.max_steps // self.lines) if trainer.max_steps > 0 else 0
+        self._every = max(1, trainer.max_steps // self.lines) if trainer.max_steps > 0 else 0
+        self._next_report = self._every
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._next_report and trainer.global_step >= self._next_report:
-            every = max(1, trainer.max_steps // self.lines)
-            self._next_report = trainer.global_step + every
+            self._next_report = trainer.global_step + self._every
             self._print(f"step {trainer.global_step:,}/{trainer.max_steps:,}  {self._metrics(trainer)}  "
                         f"({time.perf_counter() - self._start:.0f} s)")
 

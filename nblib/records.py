@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from nblib.presets import Preset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The id of the `make report` run in progress (set by nblib.report): its figures and table carry it.
+RUN_ID_ENV = "NBLIB_RUN_ID"
 
 
 def runs_dir() -> Path:

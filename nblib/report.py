@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 
 from nblib.comparison import correctness, gains_table, is_cut, write_readme_block
-from nblib.plotting import RUN_ID_ENV
 from nblib.presets import PRESETS, get_preset
-from nblib.records import REPO_ROOT, RecordError, git_revision, load_record, runs_dir
+from nblib.records import REPO_ROOT, RUN_ID_ENV, RecordError, git_revision, load_record, runs_dir
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 FIGURES_DIR = REPO_ROOT / "figures"
