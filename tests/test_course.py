@@ -41,3 +41,21 @@ def test_finetune_variant_trains_records_and_saves_a_loadable_run(tokenizer, run
     assert small["finetune_lr"] == SMOKE.finetune_lr_for("gpt", "pretrained")
     written = json.loads(records.record_path(SMOKE, "gpt", "pretrained", 1, 40).read_text())
     assert written["label_count"] == 40
+
+
+def test_fit_variant_writes_no_record_and_run_dir_keeps_runs_out_of_the_comparison(tokenizer, runs_tmp, tmp_path):
+    split = Split(*synthetic_frames(200))
+    collate = inference.TokenCollate(tokenizer, 16)
+    torch.manual_seed(0)
+    _, _, results = course.fit_variant(
+        StaticEmbedding(tokenizer.vocab_size, 16), preset=SMOKE, split=split, collate=collate, pooling="mean",
+        seed=0, lr=3e-2, run_dir=tmp_path / "study", max_epochs=1)
+    assert {"val", "test", "finetuning"} <= set(results)
+    assert not list((tmp_path / "study").rglob("result.json")), "fit_variant writes no record"
+    # an experiment's run: its record goes into its own folder, never under runs/<preset>/
+    _, record = course.finetune_variant(
+        StaticEmbedding(tokenizer.vocab_size, 16), model="static", variant="random", preset=SMOKE,
+        split=split, collate=collate, pooling="mean", seed=0, lr=3e-2, max_epochs=1,
+        run_dir=tmp_path / "experiment" / "0")
+    assert records.load_record(tmp_path / "experiment" / "0" / "result.json")["test"] == record["test"]
+    assert not records.record_path(SMOKE, "static", "random", 0).exists()
