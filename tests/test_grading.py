@@ -28,7 +28,7 @@ import torch
 from nbformat.v4 import new_code_cell
 
 import nblib
-from nblib.grading import Case, Exercise, same, sandbox
+from nblib.grading import Case, Exercise, cgroups, host, isolation, launch, same, sandbox, uids
 from nblib.grading.__main__ import main as cli
 from nblib.grading.checks import LessonChecks, Limits, load_checks
 from nblib.grading.runner import inject_parameters
@@ -111,10 +111,10 @@ def sandbox_uids(out: Path) -> set[int]:
 
 
 def leftovers(out: Path) -> dict[int, list[int]]:
-    return {uid: pids for uid in sandbox_uids(out) if (pids := sandbox.processes_of(uid))}
+    return {uid: pids for uid in sandbox_uids(out) if (pids := host.processes_of(uid))}
 
 
-NAMESPACED = sandbox.available("bwrap") or sandbox.available("unshare")
+NAMESPACED = isolation.available("bwrap") or isolation.available("unshare")
 needs_namespaces = pytest.mark.skipif(
     not NAMESPACED, reason="no bubblewrap and not root: only the unisolated fallback is available")
 
@@ -366,9 +366,9 @@ def test_cgroup_limits_are_written_where_the_host_allows_one(tmp_path, monkeypat
     (v2 / "grader.scope").mkdir(parents=True)
     (v2 / "cgroup.controllers").write_text("cpu memory pids")
     (v2 / "grader.scope" / "cgroup.subtree_control").write_text("cpu memory pids")
-    monkeypatch.setattr(sandbox, "CGROUP_ROOT", v2)
-    monkeypatch.setattr(sandbox.Cgroup, "_own", staticmethod(lambda c: Path("/grader.scope")))
-    group = sandbox.Cgroup.make("sub", limits)
+    monkeypatch.setattr(cgroups, "CGROUP_ROOT", v2)
+    monkeypatch.setattr(cgroups.Cgroup, "_own", staticmethod(lambda c: Path("/grader.scope")))
+    group = cgroups.Cgroup.make("sub", limits)
     leaf = v2 / "grader.scope" / "sub"
     assert group.version == 2 and group.dirs == {"all": leaf}
     assert (leaf / "memory.max").read_text() == str(1536 * 2**20)
@@ -378,16 +378,16 @@ def test_cgroup_limits_are_written_where_the_host_allows_one(tmp_path, monkeypat
     for controller in ("memory", "pids", "cpu"):
         (v1 / controller / "grader").mkdir(parents=True)
         (v1 / controller / "cgroup.procs").write_text("")
-    monkeypatch.setattr(sandbox, "CGROUP_ROOT", v1)
-    monkeypatch.setattr(sandbox.Cgroup, "_own", staticmethod(lambda c: None if c is None else Path("/grader")))
-    monkeypatch.setattr(sandbox, "_is_root", lambda: True)
-    group = sandbox.Cgroup.make("sub", limits)
+    monkeypatch.setattr(cgroups, "CGROUP_ROOT", v1)
+    monkeypatch.setattr(cgroups.Cgroup, "_own", staticmethod(lambda c: None if c is None else Path("/grader")))
+    monkeypatch.setattr(host, "is_root", lambda: True)
+    group = cgroups.Cgroup.make("sub", limits)
     assert group.version == 1 and set(group.dirs) == {"memory", "pids", "cpu"}
     assert (v1 / "memory" / "grader" / "sub" / "memory.limit_in_bytes").read_text() == str(1536 * 2**20)
     assert (v1 / "pids" / "grader" / "sub" / "pids.max").read_text() == "64"
     assert (v1 / "cpu" / "grader" / "sub" / "cpu.cfs_quota_us").read_text() == "100000"
     monkeypatch.setenv("NBLIB_GRADING_CGROUP", "off")
-    assert sandbox.Cgroup.make("sub2", limits) is None
+    assert cgroups.Cgroup.make("sub2", limits) is None
 
 
 def test_the_course_notebooks_are_never_a_submissions_folder(tmp_path):
@@ -847,7 +847,7 @@ def test_a_frozen_grader_is_killed_at_the_wall_clock_limit(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not sandbox.available("unshare"), reason="the unshare fallback needs root")
+@pytest.mark.skipif(not isolation.available("unshare"), reason="the unshare fallback needs root")
 def test_unshare_fallback_isolates_too(tmp_path):
     hidden = hidden_copy(tmp_path)
     subs, out = tmp_path / "subs", tmp_path / "out"
@@ -869,17 +869,17 @@ def test_unshare_fallback_isolates_too(tmp_path):
 def test_hole_7_no_silent_run_without_a_sandbox(tmp_path, monkeypatch, capsys):
     """A PATH without setpriv (or no bwrap, or not root) used to grade unsandboxed, quietly."""
     subs = write_submissions(tmp_path / "subs", {"alice": solution()})
-    real_tool = sandbox._tool
-    monkeypatch.setattr(sandbox, "_tool", lambda name: "/nonexistent/" + name
+    real_tool = host.tool
+    monkeypatch.setattr(host, "tool", lambda name: "/nonexistent/" + name
                         if name in ("setpriv", "bwrap") else real_tool(name))
-    monkeypatch.setattr(sandbox, "_probe_cache", {})
+    monkeypatch.setattr(isolation, "_probe_cache", {})
     monkeypatch.delenv("NBLIB_GRADING_ISOLATION", raising=False)
-    with pytest.raises(sandbox.SandboxUnavailable) as err:
+    with pytest.raises(isolation.SandboxUnavailable) as err:
         grade(subs, tmp_path / "out", demo.HIDDEN_DIR, progress=None)
     assert "bwrap" in str(err.value) and ("setpriv" in str(err.value) or "root" in str(err.value))
     assert not (tmp_path / "out").exists()
     monkeypatch.setenv("NBLIB_GRADING_ISOLATION", "none")
-    with pytest.raises(sandbox.SandboxUnavailable, match="--unsafe-no-sandbox"):
+    with pytest.raises(isolation.SandboxUnavailable, match="--unsafe-no-sandbox"):
         grade(subs, tmp_path / "out", demo.HIDDEN_DIR, progress=None)
     monkeypatch.delenv("NBLIB_GRADING_ISOLATION")
     argv = ["grade", str(subs), "--out", str(tmp_path / "out"), "--checks", str(demo.HIDDEN_DIR)]
@@ -943,7 +943,7 @@ def test_hole_4_a_fork_bomb_costs_the_next_students_nothing(tmp_path):
         "a-ivan": with_cell(solution(), FORK_BOMB), "b-alice": solution(), "c-bob": solution()})
     squatter = None
     if os.geteuid() == 0:
-        squatter = subprocess.Popen(["setpriv", f"--reuid={sandbox.UID_BASE}", f"--regid={sandbox.UID_BASE}",
+        squatter = subprocess.Popen(["setpriv", f"--reuid={uids.UID_BASE}", f"--regid={uids.UID_BASE}",
                                      "--clear-groups", "sleep", "300"])
     try:
         grades = {g.student: g for g in grade(subs, tmp_path / "out", demo.HIDDEN_DIR, jobs=1,
@@ -956,7 +956,7 @@ def test_hole_4_a_fork_bomb_costs_the_next_students_nothing(tmp_path):
     for student in ("b-alice", "c-bob"):
         assert summary(grades[student]) == ("ok", 7.0, (2.0, 2.0, 3.0)), student
     if os.geteuid() == 0:
-        assert sandbox.UID_BASE not in sandbox_uids(tmp_path / "out")
+        assert uids.UID_BASE not in sandbox_uids(tmp_path / "out")
         assert leftovers(tmp_path / "out") == {}
 
 
@@ -1023,9 +1023,9 @@ def test_private_data_files_are_shown_to_the_sandbox_as_a_readable_copy(tmp_path
     (raw / "corpus.csv").write_text("text,label\n")
     (raw / "corpus.csv").chmod(0o600)  # as a download leaves it
     monkeypatch.setenv("NBLIB_DATA_DIR", str(raw))
-    with sandbox.readable_data("bwrap") as view:
+    with launch.readable_data("bwrap") as view:
         assert view != raw and (view / "corpus.csv").read_text() == "text,label\n"
         assert (view / "corpus.csv").stat().st_mode & 0o777 == 0o644
     assert not view.exists() and (raw / "corpus.csv").stat().st_mode & 0o777 == 0o600
-    with sandbox.readable_data("none") as view:
+    with launch.readable_data("none") as view:
         assert view == raw

@@ -35,7 +35,7 @@ def _student(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from nblib.grading.sandbox import SandboxUnavailable
+    from nblib.grading.isolation import SandboxUnavailable
     from nblib.grading.score import grade
 
     limits = {k: v for k, v in (("wall_s", args.wall), ("cell_s", args.cell_timeout),

@@ -1,82 +1,63 @@
 """Where stage 1 runs: one throwaway sandbox per submission, with limits. Trusted code.
 
-Two isolation levels, best first (``NBLIB_GRADING_ISOLATION`` or ``--isolation`` forces one):
+This module runs one request in one sandbox (:func:`run_in_sandbox`) and puts the pieces together:
 
-``bwrap``    bubblewrap: new PID, network, IPC, UTS and mount namespaces; a root filesystem built
-             from read-only binds of only what the kernel needs (/usr, /etc, the Python install, the
-             venv, the ``nblib`` package, the data folder); a private size-limited tmpfs as /tmp;
-             no network, no /sys. As root, the sandbox then drops to its own unprivileged uid (one
-             per running sandbox, taken from a pool locked across grader runs) with ``setpriv``:
-             no capabilities, no new privileges.
-``unshare``  the same layout made by hand (util-linux ``unshare``, ``mount``, ``chroot``,
-             ``setpriv``), for root on machines without bubblewrap.
+- ``isolation``: which sandbox works here (``bwrap``, else ``unshare``; ``none`` only when the
+  instructor asks with ``--unsafe-no-sandbox``); no silent fallback.
+- ``launch``: the ``bwrap`` or ``unshare`` + ``chroot`` command line, what the sandbox sees
+  read-only, its private tmpfs and its environment.
+- ``uids``: as root, the sandbox's own unprivileged uid, from a pool locked across grader runs.
+- ``cgroups`` and ``watchdog``: the submission as a whole is held to a memory total and a CPU
+  quota, by a cgroup (v2, or v1 controllers) where the host lets the grader make one, otherwise by
+  a watchdog that sums the memory of all the sandbox's processes and kills the largest.
+- inside the sandbox, ``runner`` lowers its rlimits and priority and installs a seccomp filter
+  that refuses new user namespaces (``confine``) before any student code runs.
 
-There is no silent fallback: ``auto`` picks one of these or stops with the reason. ``none`` (a
-plain subprocess with the grader's permissions) runs only when the instructor asks for it
-explicitly (``--unsafe-no-sandbox``), with a loud warning.
-
-In every level the runner lowers its rlimits (memory, CPU time, processes, file size, no core
-files), lowers its priority and installs a seccomp filter that refuses new user namespaces before
-any student code runs. The submission as a whole is held to a memory total and a CPU quota: by a
-cgroup (v2, or v1 controllers) where the host lets the grader make one, otherwise by a watchdog
-that sums the memory of all the sandbox's processes and kills the largest above the limit. The
-grader kills the whole sandbox at the wall-clock limit and, as root, waits until no process of the
-sandbox's uid is left before that uid is used again (a uid that will not empty is retired). The
-hidden checks, the submissions and the grades folder are never inside the sandbox: the request
-(notebook, parameters, hidden inputs) goes in on stdin and the results come back on stdout.
+The grader kills the whole sandbox at the wall-clock limit and, as root, waits until no process of
+the sandbox's uid is left before that uid is used again (a uid that will not empty is retired). The
+hidden checks, the submissions and the grades folder are never inside the sandbox
+(:func:`check_not_exposed`): the request (notebook, parameters, hidden inputs) goes in on stdin and
+the results come back on stdout. Serves the README's "Exercises and grading (instructors)" section
+and docs/grading.md section 1 and "How it is built". Introduced for the graded exercises of the
+lessons.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import json
 import os
 import secrets
 import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nblib
+from nblib.grading import host
+from nblib.grading.cgroups import Cgroup
 from nblib.grading.checks import Limits
+from nblib.grading.isolation import ISOLATIONS, UNSAFE, SandboxUnavailable
+from nblib.grading.launch import (
+    SANDBOX_DATA,
+    SANDBOX_SCRATCH,
+    bwrap_command,
+    data_dir,
+    read_only_paths,
+    sandbox_env,
+    unshare_command,
+)
+from nblib.grading.uids import UidBusy, reap_uid
+from nblib.grading.watchdog import Watchdog
 
-ISOLATIONS = ("bwrap", "unshare")  # the sandboxes; "none" is not one of them
-UNSAFE = "none"
-SANDBOX_SCRATCH = "/tmp/grading"  # inside the namespaced sandboxes (a private tmpfs)
-SANDBOX_DATA = "/nblib-data"  # where the namespaced sandboxes see the data folder (read-only)
-UID_BASE = int(os.environ.get("NBLIB_GRADING_UID_BASE", "61000"))
-UID_COUNT = int(os.environ.get("NBLIB_GRADING_UID_COUNT", "500"))  # the pool: UID_BASE .. +COUNT-1
-LOCK_DIR = Path(os.environ.get("NBLIB_GRADING_LOCK_DIR", "/run/nblib-grading"))
-PROBE_UID = 65534  # nobody: the probe's /bin/true runs as it
 MAX_STDERR = 64 * 1024
 START_ALLOWANCE_S = 10  # beyond wall_s: starting the sandbox and Python, before the runner's clock
 CLEANUP_TIMEOUT_S = 30.0  # longest wait for a sandbox's processes to be gone; then its uid retires
-WATCHDOG_PERIOD_S = 0.5
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-WARNING = (
-    "WARNING: graded WITHOUT a sandbox (--unsafe-no-sandbox): the submission ran with the "
-    "grader's permissions and could have read or changed any file the grader can, including "
-    "other students' grades. Do not trust these grades; install bubblewrap and grade again."
-)
-
-
-class SandboxUnavailable(RuntimeError):
-    """The requested isolation cannot run on this machine (the message says why)."""
-
-
-class UidBusy(RuntimeError):
-    """The uid picked for a sandbox still runs processes: pick another one (never the student's fault)."""
 
 
 @dataclass
@@ -98,64 +79,6 @@ class SandboxResult:
     clean: bool = True  # every process of the sandbox was gone within CLEANUP_TIMEOUT_S
 
 
-# ---------------------------------------------------------------- what the sandbox may see
-def data_dir() -> Path | None:
-    """The corpora folder the lessons read, if present (bound read-only)."""
-    configured = os.environ.get("NBLIB_DATA_DIR")
-    path = Path(configured) if configured else Path(nblib.__file__).resolve().parents[1] / "data" / "raw"
-    return path.resolve() if path.is_dir() else None
-
-
-@contextlib.contextmanager
-def readable_data(isolation: str) -> Iterator[Path | None]:
-    """The data folder as the sandbox's user can read it, for one grading run.
-
-    Downloads are often private (0600); a sandbox running as its own uid could not read them, so
-    it then gets a world-readable copy (a few MB), removed afterwards.
-    """
-    source = data_dir()
-    private = source is not None and any(
-        not p.stat().st_mode & (0o005 if p.is_dir() else 0o004) for p in [source, *source.rglob("*")])
-    if not (private and isolation in ("bwrap", "unshare") and _is_root()):
-        yield source
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="nblib-grading-data-"))
-    try:
-        copy = tmp / "raw"
-        shutil.copytree(source, copy, symlinks=False)
-        for p in [tmp, copy, *copy.rglob("*")]:
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
-        yield copy
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def read_only_paths(extra: list[Path] | None = None) -> list[Path]:
-    """Host folders bound read-only at the same place in the sandbox (parents win)."""
-    candidates = [Path("/usr"), Path("/etc"), Path(sys.prefix), Path(sys.base_prefix),
-                  Path(sys.exec_prefix), Path(sys.base_exec_prefix),
-                  Path(nblib.__file__).resolve().parent]
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if Path(top).is_dir() and not Path(top).is_symlink():
-            candidates.append(Path(top))
-    candidates += [Path(p) for p in (extra or [])]
-    resolved = sorted({p.resolve() for p in candidates if p.exists()}, key=lambda p: len(p.parts))
-    kept: list[Path] = []
-    for path in resolved:
-        if not any(path == k or k in path.parents for k in kept):
-            kept.append(path)
-    return kept
-
-
-def root_symlinks() -> dict[str, str]:
-    """Merged-/usr links such as /bin -> usr/bin, recreated inside the sandbox."""
-    links = {}
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if Path(top).is_symlink():
-            links[top] = os.readlink(top)
-    return links
-
-
 def check_not_exposed(paths: list[Path], secret: list[Path]) -> None:
     """Refuse to start if a secret folder (hidden checks, grades, submissions) would be visible."""
     for s in secret:
@@ -167,559 +90,6 @@ def check_not_exposed(paths: list[Path], secret: list[Path]) -> None:
                 )
 
 
-# ---------------------------------------------------------------- choosing the isolation
-_probe_cache: dict[str, str | None] = {}  # isolation -> None if it works, else why not
-
-
-def _is_root() -> bool:
-    return os.geteuid() == 0
-
-
-def why_unavailable(isolation: str) -> str | None:
-    """None if ``isolation`` works here, else the reason (tried once per process)."""
-    if isolation == UNSAFE:
-        return None
-    if isolation not in ISOLATIONS:
-        return f"unknown isolation {isolation!r}"
-    if isolation not in _probe_cache:
-        _probe_cache[isolation] = _probe(isolation)
-    return _probe_cache[isolation]
-
-
-def _probe(isolation: str) -> str | None:
-    needed = ["bwrap"] if isolation == "bwrap" else ["unshare", "mount", "chroot"]
-    if _is_root():
-        needed.append("setpriv")
-    elif isolation == "unshare":
-        return "the unshare sandbox needs root (run the grader as root, or install bubblewrap)"
-    missing = [t for t in needed if shutil.which(_tool(t)) is None]
-    if missing:
-        package = {"bwrap": "bubblewrap", "setpriv": "util-linux (setpriv)"}
-        return "not found: " + ", ".join(f"{t} (install {package.get(t, 'util-linux')})"
-                                         for t in missing)
-    make = _bwrap_command if isolation == "bwrap" else _unshare_command
-    cmd = make(["/bin/true"], uid=PROBE_UID, tmpfs_mb=8, paths=read_only_paths())
-    try:
-        done = subprocess.run(cmd, capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as err:
-        return f"{Path(cmd[0]).name} could not start: {err}"
-    if done.returncode != 0:
-        said = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        return (f"{Path(cmd[0]).name} failed on this machine (exit {done.returncode}): "
-                + (said[-1][:200] if said else "no message"))
-    return None
-
-
-def available(isolation: str) -> bool:
-    """Whether ``isolation`` works here."""
-    return why_unavailable(isolation) is None
-
-
-def choose_isolation(requested: str | None = None, allow_unsafe: bool = False) -> str:
-    """The sandbox to use: ``requested``, else $NBLIB_GRADING_ISOLATION, else the best one here.
-
-    Never falls back to running without a sandbox: ``"none"`` is returned only when it was asked
-    for by name *and* ``allow_unsafe`` is set (the instructor's ``--unsafe-no-sandbox``); otherwise
-    :class:`SandboxUnavailable` says what is missing.
-    """
-    requested = requested or os.environ.get("NBLIB_GRADING_ISOLATION") or "auto"
-    if requested == UNSAFE:
-        if not allow_unsafe:
-            raise SandboxUnavailable("running submissions without a sandbox needs the explicit "
-                                     "instructor flag --unsafe-no-sandbox")
-        return UNSAFE
-    if requested == "auto":
-        reasons = {i: why_unavailable(i) for i in ISOLATIONS}
-        for isolation, reason in reasons.items():
-            if reason is None:
-                return isolation
-        raise SandboxUnavailable("no sandbox works on this machine: " + "; ".join(
-            f"{i}: {r}" for i, r in reasons.items()))
-    if requested not in ISOLATIONS:
-        raise ValueError(f"unknown isolation {requested!r}; choose from auto, {', '.join(ISOLATIONS)}")
-    reason = why_unavailable(requested)
-    if reason is not None:
-        raise SandboxUnavailable(f"isolation {requested!r} does not work on this machine: {reason}")
-    return requested
-
-
-def unavailable_reasons() -> str:
-    """Why each sandbox is unavailable here (for the --unsafe-no-sandbox banner)."""
-    return "; ".join(f"{i}: {why_unavailable(i) or 'available'}" for i in ISOLATIONS)
-
-
-# ---------------------------------------------------------------- the commands
-def _ancestors(paths: list[Path]) -> list[str]:
-    seen: list[str] = []
-    for p in paths:
-        for parent in reversed(p.parents):
-            s = str(parent)
-            if s != "/" and s not in seen:
-                seen.append(s)
-    return seen
-
-
-def _tool(name: str) -> str:
-    """Absolute path of a system tool (sbin included: the sandbox's PATH has no sbin)."""
-    found = shutil.which(name, path=os.pathsep.join(
-        [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"]))
-    return found or name
-
-
-_bwrap_help: list[str] = []
-
-
-def _bwrap_supports(flag: str) -> bool:
-    if not _bwrap_help:
-        try:
-            done = subprocess.run([_tool("bwrap"), "--help"], capture_output=True, timeout=10)
-            _bwrap_help.append(done.stdout.decode("utf-8", "replace"))
-        except (OSError, subprocess.SubprocessError):
-            _bwrap_help.append("")
-    return flag in _bwrap_help[0]
-
-
-def _drop_privileges(uid: int) -> list[str]:
-    return [_tool("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
-            "--bounding-set=-all", "--no-new-privs", "--"]
-
-
-def _bwrap_command(inner: list[str], uid: int, tmpfs_mb: int, paths: list[Path],
-                   data: Path | None = None) -> list[str]:
-    cmd = [_tool("bwrap"), "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
-           "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    if not _is_root():
-        cmd += ["--unshare-user", "--uid", "65534", "--gid", "65534"]
-        if _bwrap_supports("--disable-userns"):
-            cmd.append("--disable-userns")  # the runner's seccomp filter refuses them as well
-    # Every writable place is a size-limited tmpfs (tmpfs memory escapes RLIMIT_AS).
-    # No /sys: nothing the lessons run needs it, and it describes the host.
-    cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--perms", "1777", "--size", str(tmpfs_mb * 2**20), "--tmpfs", "/tmp",
-            "--perms", "1777", "--size", str(64 * 2**20), "--tmpfs", "/dev/shm"]
-    for link, target in root_symlinks().items():
-        cmd += ["--symlink", target, link]
-    for parent in _ancestors(paths):
-        if not any(str(p) == parent for p in paths):
-            cmd += ["--perms", "0755", "--dir", parent]
-    for p in paths:
-        cmd += ["--ro-bind", str(p), str(p)]
-    if data is not None:
-        cmd += ["--ro-bind", str(data), SANDBOX_DATA]
-    cmd += ["--chdir", "/tmp", "--"]
-    if _is_root():
-        cmd += _drop_privileges(uid)
-    return cmd + inner
-
-
-def _unshare_command(inner: list[str], uid: int, tmpfs_mb: int, paths: list[Path],
-                     data: Path | None = None) -> list[str]:
-    """The bwrap layout by hand: a tmpfs root of read-only binds, chroot, then drop to ``uid``."""
-    q = shlex.quote
-    # The new root is built on a tmpfs over /dev/shm, which only this mount namespace sees.
-    lines = ["set -eu", "mount -t tmpfs -o mode=0755 nblib-grading /dev/shm", "R=/dev/shm/root",
-             'mkdir -p "$R"', 'mount -t tmpfs -o mode=0755 nblib-root "$R"']
-    for link, target in root_symlinks().items():
-        lines.append(f'ln -s {q(target)} "$R"{q(link)}')
-    # The scratch /tmp first: a checkout that lives under /tmp is bound on top of it, not hidden by it.
-    lines += ['mkdir -p "$R/tmp"', f'mount -t tmpfs -o mode=1777,size={tmpfs_mb}m nblib-tmp "$R/tmp"']
-    binds = [(p, p) for p in paths] + ([(data, Path(SANDBOX_DATA))] if data is not None else [])
-    for src, dst in binds:
-        lines += [f'mkdir -p "$R"{q(str(dst))}', f'mount --bind {q(str(src))} "$R"{q(str(dst))}',
-                  f'mount -o remount,bind,ro "$R"{q(str(dst))}']
-    lines += [
-        'mkdir -p "$R/proc" "$R/dev"',
-        'mount -t proc -o nosuid,nodev,noexec proc "$R/proc"',
-        'mount -t tmpfs -o mode=0755 nblib-dev "$R/dev"',
-        'for n in null zero full random urandom tty; do touch "$R/dev/$n"; '
-        'mount --bind "/dev/$n" "$R/dev/$n"; done',
-        'ln -s /proc/self/fd "$R/dev/fd"; ln -s /proc/self/fd/0 "$R/dev/stdin"',
-        'ln -s /proc/self/fd/1 "$R/dev/stdout"; ln -s /proc/self/fd/2 "$R/dev/stderr"',
-        'mkdir "$R/dev/shm" && mount -t tmpfs -o mode=1777,size=64m nblib-shm "$R/dev/shm"',
-        # Not exec: this shell stays PID 1, so everything dies with it when the runner ends.
-        f'cd "$R/tmp" && {_tool("chroot")} "$R" ' + " ".join(q(a) for a in _drop_privileges(uid) + inner),
-    ]
-    return [_tool("unshare"), "--pid", "--fork", "--kill-child", "--net", "--ipc", "--uts", "--mount",
-            "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(lines)]
-
-
-def sandbox_env(scratch: str, data: Path | None) -> dict[str, str]:
-    """The whole environment of the sandbox: nothing of the grader's own leaks in."""
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": f"{scratch}/home",
-        "TMPDIR": f"{scratch}/tmp",
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONNOUSERSITE": "1",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "NBLIB_PRESET": "smoke",
-        "NBLIB_RUNS_DIR": f"{scratch}/runs",
-        "NBLIB_GRADING_SCRATCH": scratch,
-        "MPLBACKEND": "Agg",
-        "MPLCONFIGDIR": f"{scratch}/mpl",
-        "IPYTHONDIR": f"{scratch}/ipython",
-        "JUPYTER_CONFIG_DIR": f"{scratch}/jupyter/config",
-        "JUPYTER_DATA_DIR": f"{scratch}/jupyter/data",
-        "JUPYTER_RUNTIME_DIR": f"{scratch}/jupyter/runtime",
-        "JUPYTER_PLATFORM_DIRS": "1",
-        "TORCH_HOME": f"{scratch}/torch",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
-    if data is not None:
-        env["NBLIB_DATA_DIR"] = str(data)
-    return env
-
-
-def _user_tasks(uid: int) -> int:
-    """Processes + threads owned by ``uid`` now (RLIMIT_NPROC counts those)."""
-    count = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        if int(fields.get("Uid", "-1 ").split()[0]) == uid:
-            count += int(fields.get("Threads", "1").strip())
-    return count
-
-
-def _uids_in_use() -> dict[int, list[int]]:
-    """Real uid -> its PIDs, for every process now (one pass over /proc)."""
-    found: dict[int, list[int]] = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            for line in status.read_text().splitlines():
-                if line.startswith("Uid:"):
-                    found.setdefault(int(line.split()[1]), []).append(int(status.parent.name))
-                    break
-        except (OSError, ValueError):
-            continue
-    return found
-
-
-def processes_of(uid: int) -> list[int]:
-    """PIDs whose real uid is ``uid`` (zombies included: they still hold the uid)."""
-    return _uids_in_use().get(uid, [])
-
-
-# ---------------------------------------------------------------- the sandbox uids
-def _passwd_uids() -> set[int]:
-    uids = set()
-    try:
-        for line in Path("/etc/passwd").read_text(errors="replace").splitlines():
-            parts = line.split(":")
-            if len(parts) > 2 and parts[2].isdigit():
-                uids.add(int(parts[2]))
-    except OSError:
-        pass
-    return uids
-
-
-def _lock_dir() -> Path:
-    """A root-only folder for the uid locks (refused if anyone else could plant files there)."""
-    for candidate in (LOCK_DIR, Path(tempfile.gettempdir()) / "nblib-grading-uids"):
-        try:
-            candidate.mkdir(mode=0o700, parents=True, exist_ok=True)
-            info = os.lstat(candidate)
-        except OSError:
-            continue
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o022:
-            return candidate
-    raise SandboxUnavailable(f"cannot make a root-only folder for the uid locks ({LOCK_DIR})")
-
-
-class UidPool:
-    """The unprivileged uids of the sandboxes of one grading run (root only).
-
-    Each uid is taken under an exclusive ``flock`` on ``<LOCK_DIR>/uid-<n>.lock`` held for as long
-    as this run may use it, so two graders on one machine (or a grader and the test suite) never
-    share a uid, and a uid that still runs any process (a crashed run's leftovers, a real user) is
-    skipped. After a sandbox ends, its uid goes back to the pool only once no process of it is left;
-    one that will not empty is retired (kept locked, never used again by this run).
-    """
-
-    def __init__(self, base: int = UID_BASE, count: int = UID_COUNT) -> None:
-        self.base, self.count = base, count
-        self.held: dict[int, int] = {}  # uid -> lock fd
-        self.free: list[int] = []
-        self.retired: list[int] = []
-        self.lock = threading.Lock()
-        self.dir = _lock_dir()
-        self.taken_by_others = _passwd_uids()
-
-    def acquire(self) -> int:
-        with self.lock:
-            busy = _uids_in_use()
-            while self.free:
-                uid = self.free.pop()
-                if uid not in busy:
-                    return uid
-                self.retired.append(uid)
-            for uid in range(self.base, self.base + self.count):
-                if uid in self.held or uid in busy or uid in self.taken_by_others:
-                    continue
-                fd = os.open(self.dir / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o600)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    os.close(fd)  # another grader holds it
-                    continue
-                if processes_of(uid):  # started between our scan and the lock
-                    os.close(fd)
-                    continue
-                self.held[uid] = fd
-                return uid
-        raise SandboxUnavailable(f"no free uid among {self.base}..{self.base + self.count - 1} "
-                                 "(set NBLIB_GRADING_UID_BASE / NBLIB_GRADING_UID_COUNT)")
-
-    def release(self, uid: int, clean: bool) -> None:
-        with self.lock:
-            (self.free if clean else self.retired).append(uid)
-
-    def close(self) -> None:
-        with self.lock:
-            for fd in self.held.values():
-                os.close(fd)
-            self.held.clear()
-            self.free.clear()
-
-
-# ---------------------------------------------------------------- whole-submission limits
-def _read(path: Path) -> str:
-    return path.read_text().strip()
-
-
-class Cgroup:
-    """Memory total, process count and a CPU quota for one sandbox, if the host lets us.
-
-    cgroup v2 where the grader's own cgroup can have children with the memory, pids and cpu
-    controllers (a delegated subtree); else the cgroup v1 memory/pids/cpu hierarchies (root).
-    ``Cgroup.make`` returns None when neither works; the watchdog then does the memory part.
-    """
-
-    def __init__(self, dirs: dict[str, Path], version: int) -> None:
-        self.dirs, self.version = dirs, version
-
-    @staticmethod
-    def _own(controller: str | None) -> Path | None:
-        try:
-            lines = Path("/proc/self/cgroup").read_text().splitlines()
-        except OSError:
-            return None
-        for line in lines:
-            number, names, path = line.split(":", 2)
-            if (controller is None and number == "0") or (controller and controller in names.split(",")):
-                return Path(path)
-        return None
-
-    @classmethod
-    def make(cls, name: str, limits: Limits) -> Cgroup | None:
-        if os.environ.get("NBLIB_GRADING_CGROUP", "auto") == "off":
-            return None
-        for attempt in (cls._make_v2, cls._make_v1):
-            try:
-                group = attempt(name, limits)
-            except OSError:
-                group = None
-            if group is not None:
-                return group
-        return None
-
-    @classmethod
-    def _make_v2(cls, name: str, limits: Limits) -> Cgroup | None:
-        root = CGROUP_ROOT
-        own = cls._own(None)
-        if own is None or not (root / "cgroup.controllers").exists():
-            return None
-        parent = root / str(own).lstrip("/")
-        if not {"memory", "pids", "cpu"} <= set(_read(parent / "cgroup.subtree_control").split()):
-            try:
-                (parent / "cgroup.subtree_control").write_text("+memory +pids +cpu")
-            except OSError as err:
-                if err.errno != errno.EBUSY:
-                    raise  # not delegated to us: the watchdog takes over
-                # A delegated cgroup (systemd-run --scope -p Delegate=yes) that holds the grader
-                # itself: cgroup v2 wants processes only in leaves, so move the grader into one.
-                own_leaf = parent / "nblib-grader"
-                own_leaf.mkdir(exist_ok=True)
-                (own_leaf / "cgroup.procs").write_text(str(os.getpid()))
-                (parent / "cgroup.subtree_control").write_text("+memory +pids +cpu")
-        leaf = parent / name
-        leaf.mkdir()
-        group = cls({"all": leaf}, 2)
-        try:
-            (leaf / "memory.max").write_text(str(limits.total_memory_mb * 2**20))
-            with contextlib.suppress(OSError):
-                (leaf / "memory.swap.max").write_text("0")
-            (leaf / "pids.max").write_text(str(limits.nproc))
-            (leaf / "cpu.max").write_text(f"{int(limits.cpus * 100000)} 100000")
-        except OSError:
-            group.remove()
-            raise
-        return group
-
-    @classmethod
-    def _make_v1(cls, name: str, limits: Limits) -> Cgroup | None:
-        if not _is_root():
-            return None
-        dirs: dict[str, Path] = {}
-        for controller in ("memory", "pids", "cpu"):
-            mount = CGROUP_ROOT / controller
-            own = cls._own(controller)
-            if own is None or not (mount / "cgroup.procs").exists():
-                continue
-            leaf = mount / str(own).lstrip("/") / name
-            leaf.mkdir()
-            dirs[controller] = leaf
-        if "memory" not in dirs:
-            cls(dirs, 1).remove()
-            return None
-        group = cls(dirs, 1)
-        try:
-            total = limits.total_memory_mb * 2**20
-            (dirs["memory"] / "memory.limit_in_bytes").write_text(str(total))
-            with contextlib.suppress(OSError):  # only where swap accounting is on
-                (dirs["memory"] / "memory.memsw.limit_in_bytes").write_text(str(total))
-            if "pids" in dirs:
-                (dirs["pids"] / "pids.max").write_text(str(limits.nproc))
-            if "cpu" in dirs:
-                (dirs["cpu"] / "cpu.cfs_period_us").write_text("100000")
-                (dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(int(limits.cpus * 100000)))
-        except OSError:
-            group.remove()
-            raise
-        return group
-
-    @property
-    def has_memory(self) -> bool:
-        return "all" in self.dirs or "memory" in self.dirs
-
-    def enter_command(self) -> list[str]:
-        """A prefix that moves the command into this cgroup before it execs."""
-        procs = [d / "cgroup.procs" for d in self.dirs.values()]
-        script = " && ".join(f"echo $$ > {shlex.quote(str(p))}" for p in procs) + ' && exec "$@"'
-        return ["/bin/sh", "-c", script, "nblib-cgroup"]
-
-    def pids(self) -> list[int]:
-        found: set[int] = set()
-        for d in self.dirs.values():
-            with contextlib.suppress(OSError, ValueError):
-                found.update(int(x) for x in _read(d / "cgroup.procs").split())
-        return sorted(found)
-
-    def oom_kills(self) -> int:
-        d = self.dirs.get("all") or self.dirs.get("memory")
-        for name in ("memory.events", "memory.oom_control"):
-            with contextlib.suppress(OSError, ValueError):
-                for line in _read(d / name).splitlines():
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill":
-                        return int(value)
-        return 0
-
-    def kill_all(self) -> None:
-        if "all" in self.dirs and (self.dirs["all"] / "cgroup.kill").exists():
-            with contextlib.suppress(OSError):
-                (self.dirs["all"] / "cgroup.kill").write_text("1")
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-
-    def remove(self) -> None:
-        for d in self.dirs.values():
-            with contextlib.suppress(OSError):
-                d.rmdir()
-
-
-def _descendants(root_pid: int) -> list[int]:
-    """``root_pid`` and every process below it (the sandbox's PID namespace keeps orphans there)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = entry.read_text()
-            ppid = int(text[text.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.parent.name))
-    found, todo = [], [root_pid]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def _memory_of(pid: int) -> int:
-    """Proportional set size in bytes (shared pages split between sharers), else the RSS."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _cpu_seconds_of(pid: int) -> float:
-    """User + system time of ``pid`` and of the children it has reaped."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-        fields = text[text.rindex(")") + 2:].split()
-        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-class Watchdog(threading.Thread):
-    """Polls the processes of one sandbox: their memory total (when no cgroup holds it) and
-    their CPU seconds. Above the memory total it kills the largest process, as the kernel's OOM
-    killer would; past the CPU budget it stops the whole sandbox."""
-
-    def __init__(self, proc: subprocess.Popen, limits: Limits, memory: bool) -> None:
-        super().__init__(daemon=True)
-        self.proc, self.memory = proc, memory
-        self.max_bytes = limits.total_memory_mb * 2**20
-        self.cpu_budget = limits.cpu_s
-        self.stop = threading.Event()
-        self.kills = 0
-        self.cpu_exceeded = False
-
-    def run(self) -> None:
-        while not self.stop.is_set() and self.proc.poll() is None:
-            started = time.monotonic()
-            pids = _descendants(self.proc.pid)
-            if sum(_cpu_seconds_of(p) for p in pids) > self.cpu_budget:
-                self.cpu_exceeded = True
-                _kill_pids(pids)
-                return
-            if self.memory:
-                sizes = {p: _memory_of(p) for p in pids[1:]}  # not the grader-side wrapper
-                if sizes and sum(sizes.values()) > self.max_bytes:
-                    largest = max(sizes, key=sizes.get)
-                    with contextlib.suppress(OSError):
-                        os.kill(largest, signal.SIGKILL)
-                    self.kills += 1
-                    continue
-            spent = time.monotonic() - started
-            self.stop.wait(max(WATCHDOG_PERIOD_S, 3 * spent))
-
-
-def _kill_pids(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-
-
-# ---------------------------------------------------------------- one run
 def run_in_sandbox(
     request: dict[str, Any],
     limits: Limits,
@@ -735,13 +105,14 @@ def run_in_sandbox(
     ``limits.wall_s`` (plus a start-up allowance) has passed, then kills the whole sandbox and, as
     root, waits (at most ``CLEANUP_TIMEOUT_S``) until no process of ``uid`` is left
     (``SandboxResult.clean``). ``uid``: the sandbox's own unprivileged uid (root only; from a
-    :class:`UidPool`); :class:`UidBusy` if it runs processes already.
-    ``data``: the data folder to show read-only (see :func:`readable_data`); None for none.
+    :class:`~nblib.grading.uids.UidPool`); :class:`UidBusy` if it runs processes already.
+    ``data``: the data folder to show read-only (see :func:`~nblib.grading.launch.readable_data`);
+    None for none.
     """
     data_path = data_dir() if data == "default" else data
     if not (data_path is None or isinstance(data_path, Path)):
         raise TypeError(f"data must be a Path or None, got {type(data_path).__name__}")
-    as_uid = isolation in ISOLATIONS and _is_root()
+    as_uid = isolation in ISOLATIONS and host.is_root()
     if as_uid and uid is None:
         raise ValueError("a root sandbox needs a uid from a UidPool")
     nonce = secrets.token_hex(16)
@@ -749,7 +120,7 @@ def run_in_sandbox(
     check_not_exposed(paths + ([data_path] if data_path else []), secret_paths or [])
     nproc = limits.nproc
     if not as_uid:
-        nproc += _user_tasks(os.getuid())  # the limit counts all of this user's processes
+        nproc += host.user_tasks(os.getuid())  # the limit counts all of this user's processes
     full_request = {
         **request,
         "nonce": nonce,
@@ -764,11 +135,11 @@ def run_in_sandbox(
     inner = [sys.executable, "-I", "-m", "nblib.grading.runner"]
     scratch_host: str | None = None
     if isolation == "bwrap":
-        cmd = _bwrap_command(inner, uid or 0, limits.tmpfs_mb, paths, data_path)
+        cmd = bwrap_command(inner, uid or 0, limits.tmpfs_mb, paths, data_path)
         env = sandbox_env(SANDBOX_SCRATCH, Path(SANDBOX_DATA) if data_path else None)
         cwd = "/"
     elif isolation == "unshare":
-        cmd = _unshare_command(inner, uid or 0, limits.tmpfs_mb, paths, data_path)
+        cmd = unshare_command(inner, uid or 0, limits.tmpfs_mb, paths, data_path)
         env = sandbox_env(SANDBOX_SCRATCH, Path(SANDBOX_DATA) if data_path else None)
         cwd = "/"
     elif isolation == UNSAFE:
@@ -777,7 +148,7 @@ def run_in_sandbox(
     else:
         raise ValueError(f"unknown isolation {isolation!r}")
     if as_uid:
-        leftovers = processes_of(uid)
+        leftovers = host.processes_of(uid)
         if leftovers:
             raise UidBusy(f"uid {uid} already runs processes {leftovers}")
     group = Cgroup.make(f"nblib-grading-{os.getpid()}-{nonce[:8]}", limits) if isolation in ISOLATIONS else None
@@ -831,7 +202,7 @@ def run_in_sandbox(
     if group is not None:
         group.kill_all()
     if as_uid:
-        clean, killed = _reap_uid(uid, CLEANUP_TIMEOUT_S)
+        clean, killed = reap_uid(uid, CLEANUP_TIMEOUT_S)
     if group is not None:
         deadline = time.monotonic() + CLEANUP_TIMEOUT_S
         while group.pids() and time.monotonic() < deadline:
@@ -869,27 +240,3 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
-
-
-def _reap_uid(uid: int, timeout: float) -> tuple[bool, list[int]]:
-    """Kill every process of the sandbox's uid until /proc shows none (at most ``timeout`` s).
-
-    Returns (gone, the pids that had to be killed). Zombies count until reaped: the sandbox's
-    PID namespace reaps them once its init is gone.
-    """
-    deadline = time.monotonic() + timeout
-    killed: set[int] = set()
-    while True:
-        pids = processes_of(uid)
-        if not pids:
-            return True, sorted(killed)
-        if time.monotonic() > deadline:
-            return False, sorted(killed)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-            except OSError as err:
-                if err.errno != errno.ESRCH:
-                    raise
-        time.sleep(0.05)

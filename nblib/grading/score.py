@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nblib.grading import sandbox
+from nblib.grading import host
 from nblib.grading.checks import (
     EXERCISE_ID,
     Case,
@@ -43,7 +43,19 @@ from nblib.grading.checks import (
     find_checks,
     load_checks,
 )
+from nblib.grading.isolation import (
+    ISOLATIONS,
+    UNSAFE,
+    WARNING,
+    SandboxUnavailable,
+    choose_isolation,
+    unavailable_reasons,
+    why_unavailable,
+)
+from nblib.grading.launch import readable_data
 from nblib.grading.runner import FRAME_TAG
+from nblib.grading.sandbox import SandboxResult, run_in_sandbox
+from nblib.grading.uids import UidBusy, UidPool
 
 MAX_JSON_DEPTH = 200
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -347,7 +359,7 @@ def _call_message(frame: dict | None, case: Case, limits: Limits, max_bytes: int
     return CaseResult(False, hint), value
 
 
-def score_submission(student: str, lesson: LessonChecks, run: sandbox.SandboxResult,
+def score_submission(student: str, lesson: LessonChecks, run: SandboxResult,
                      source: str = "") -> Grade:
     """Score one sandbox run against the lesson's hidden checks (trusted, pure data)."""
     limits = lesson.limits
@@ -375,8 +387,8 @@ def score_submission(student: str, lesson: LessonChecks, run: sandbox.SandboxRes
     notes: list[str] = []
     flags: set[str] = set()
     log.append(f"frames: {len(frames)}; problem: {problem}")
-    if run.isolation == sandbox.UNSAFE:
-        notes.append(sandbox.WARNING)
+    if run.isolation == UNSAFE:
+        notes.append(WARNING)
     if run.memory_kills:
         flags.add("memory")
         notes.append(f"Your notebook's processes together used more than the "
@@ -721,7 +733,7 @@ def grade(
         raise FileNotFoundError(f"no hidden checks (*.py) in {checks_dir}")
     if lesson is not None and lesson not in available:
         raise ValueError(f"no hidden checks for lesson {lesson!r} in {checks_dir}")
-    mode = sandbox.choose_isolation(isolation, allow_unsafe=allow_unsafe)
+    mode = choose_isolation(isolation, allow_unsafe=allow_unsafe)
     subs, skipped = find_submissions(submissions_dir, list(available), lesson)
     for line in skipped:
         say(f"skipped {line}")
@@ -734,37 +746,37 @@ def grade(
             json.dumps(build_request(checks, ""), allow_nan=True)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{checks.path}: a hidden input cannot be sent: {err}") from None
-    if mode == sandbox.UNSAFE:
-        print("\n" + "!" * 78 + "\n" + sandbox.WARNING + "\nWhy no sandbox: "
-              + sandbox.unavailable_reasons() + "\n" + "!" * 78 + "\n", file=sys.stderr)
+    if mode == UNSAFE:
+        print("\n" + "!" * 78 + "\n" + WARNING + "\nWhy no sandbox: "
+              + unavailable_reasons() + "\n" + "!" * 78 + "\n", file=sys.stderr)
     elif mode == "unshare":
-        print(f"note: isolating with unshare + chroot (bwrap: {sandbox.why_unavailable('bwrap')})",
+        print(f"note: isolating with unshare + chroot (bwrap: {why_unavailable('bwrap')})",
               file=sys.stderr)
     secret = [checks_dir, out_dir, submissions_dir]
     jobs = max(1, jobs or min(8, os.cpu_count() or 1))
-    pool = sandbox.UidPool() if mode in sandbox.ISOLATIONS and os.geteuid() == 0 else None
+    pool = UidPool() if mode in ISOLATIONS and os.geteuid() == 0 else None
     count_lock = threading.Lock()
     done_count = [0]
     data_view: list[Path | None] = [None]  # the data folder the sandboxes see (set below)
 
-    def run(sub: Submission, checks: LessonChecks, notebook: bytes) -> sandbox.SandboxResult:
+    def run(sub: Submission, checks: LessonChecks, notebook: bytes) -> SandboxResult:
         request = build_request(checks, notebook.decode("utf-8", errors="replace"))
         for _attempt in range(5):  # a busy uid is the machine's problem, never the student's
             uid = pool.acquire() if pool is not None else None
             try:
-                result = sandbox.run_in_sandbox(request, checks.limits, mode, uid=uid,
+                result = run_in_sandbox(request, checks.limits, mode, uid=uid,
                                                 secret_paths=secret, data=data_view[0])
-            except sandbox.UidBusy:
+            except UidBusy:
                 pool.release(uid, clean=False)
                 continue
             except BaseException:
                 if pool is not None:
-                    pool.release(uid, clean=not sandbox.processes_of(uid))
+                    pool.release(uid, clean=not host.processes_of(uid))
                 raise
             if pool is not None:
                 pool.release(uid, result.clean)
             return result
-        raise sandbox.SandboxUnavailable("no free sandbox uid after 5 tries")
+        raise SandboxUnavailable("no free sandbox uid after 5 tries")
 
     def one(sub: Submission) -> tuple[Grade, str]:
         checks = lessons.get(sub.lesson)
@@ -792,7 +804,7 @@ def grade(
 
     started = time.monotonic()
     try:
-        with sandbox.readable_data(mode) as data, ThreadPoolExecutor(max_workers=jobs) as executor:
+        with readable_data(mode) as data, ThreadPoolExecutor(max_workers=jobs) as executor:
             data_view[0] = data
             outcomes = list(executor.map(one, subs))
     finally:

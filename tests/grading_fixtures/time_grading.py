@@ -28,7 +28,7 @@ from nbformat.v4 import new_code_cell
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_lesson  # noqa: E402
 
-from nblib.grading import sandbox  # noqa: E402
+from nblib.grading import isolation  # noqa: E402
 from nblib.grading.score import grade  # noqa: E402
 from nblib.grading.strip import student_notebook  # noqa: E402
 
@@ -93,7 +93,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="nblib-time-grading-"))
     try:
         expected = write_class(tmp / "subs", tmp / "course", args.copies, args.hostile)
-        mode = sandbox.choose_isolation(args.isolation)
+        mode = isolation.choose_isolation(args.isolation)
         started = time.monotonic()
         grades = grade(tmp / "subs", tmp / "out", demo_lesson.HIDDEN_DIR, jobs=args.jobs,
                        isolation=mode, progress=None, course_notebooks=tmp / "course")
