@@ -396,7 +396,7 @@ def load_electra(name_or_path: str | Path) -> tuple[Any, ElectraDiscriminator]:
     """
     from transformers import AutoTokenizer
 
-    from nblib.finetune import resolve_checkpoint
+    from nblib.hub import resolve_checkpoint
 
     folder = resolve_checkpoint(name_or_path)
     model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")

@@ -1,4 +1,5 @@
-"""nblib.finetune: finding and loading checkpoints, tokenizer gaps, the collate, the command line.
+"""Public checkpoints: finding (nblib.hub), loading (nblib.pretrained), tokenizer gaps and the collate
+(nblib.hf_tokenizer), and fine-tuning from the command line (nblib.finetune).
 
 Everything runs on the tiny random checkpoints of tests/tiny_checkpoints.py; nothing touches the
 network (the hub tests point at an unreachable local port or set HF_HUB_OFFLINE).
@@ -17,7 +18,7 @@ import pytest
 import torch
 from tiny_checkpoints import make_tiny_checkpoints
 
-from nblib import finetune, hub, records
+from nblib import finetune, hf_tokenizer, hub, pretrained, records
 from nblib.bert import CheckpointMismatchError
 
 transformers = pytest.importorskip("transformers")
@@ -179,16 +180,16 @@ def test_local_paths_that_are_not_checkpoints(tmp_path, tiny):
     with pytest.raises(hub.CheckpointNotFoundError, match="holds no tokenizer"):
         hub.resolve_checkpoint(tmp_path)
     with pytest.raises(CheckpointMismatchError, match="'gpt2'"):
-        finetune.load_bert(tiny[1])
+        pretrained.load_bert(tiny[1])
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading, equivalence, tokenizer gaps, collate, zero-shot
+# Loading, equivalence, tokenizer gaps, collate
 
 
 def test_loaded_models_match_transformers(tiny):
-    tokenizer, bert = finetune.load_bert(tiny[0])
-    batch = finetune.HFCollate(tokenizer, 32)(["房间很干净,服务也好", "差"])
+    tokenizer, bert = pretrained.load_bert(tiny[0])
+    batch = hf_tokenizer.HFCollate(tokenizer, 32)(["房间很干净,服务也好", "差"])
     real = batch["attention_mask"]
     hf = transformers.BertForPreTraining.from_pretrained(tiny[0]).eval()
     with torch.no_grad():
@@ -198,7 +199,7 @@ def test_loaded_models_match_transformers(tiny):
     for a, b in zip(ref.hidden_states, ours, strict=True):
         assert (a[real] - b[real]).abs().max() < 1e-5
 
-    gpt_tokenizer, gpt = finetune.load_gpt2(tiny[1])
+    gpt_tokenizer, gpt = pretrained.load_gpt2(tiny[1])
     enc = gpt_tokenizer(["房间很干净,服务也好", "差"], padding=True, return_tensors="pt")
     real = enc["attention_mask"].bool()
     hf_gpt = transformers.GPT2LMHeadModel.from_pretrained(tiny[1]).eval()
@@ -210,20 +211,20 @@ def test_loaded_models_match_transformers(tiny):
 
 
 def test_normalisation_reduces_unk(tiny):
-    tokenizer, _ = finetune.load_bert(tiny[0])
-    table = finetune.normalization_table(tokenizer.get_vocab())
-    before = finetune.count_unk(GAPPY, tokenizer)
-    after = finetune.count_unk([t.translate(table) for t in GAPPY], tokenizer)
+    tokenizer, _ = pretrained.load_bert(tiny[0])
+    table = hf_tokenizer.normalization_table(tokenizer.get_vocab())
+    before = hf_tokenizer.count_unk(GAPPY, tokenizer)
+    after = hf_tokenizer.count_unk([t.translate(table) for t in GAPPY], tokenizer)
     assert before.texts_with_unk == len(GAPPY) and before.unk_tokens >= 8
     assert after.unk_tokens == 0
     culprits = dict(before.top)
     assert culprits["“"] == 1 and culprits["WIFI"] == 1 and culprits["…"] == 1
-    assert finetune.normalize_text("“WIFI”很好…，！") == '"wifi"很好...，！', "CJK punctuation stays"
+    assert hf_tokenizer.normalize_text("“WIFI”很好…，！") == '"wifi"很好...，！', "CJK punctuation stays"
 
 
 def test_hf_collate_batches(tiny):
-    tokenizer, _ = finetune.load_bert(tiny[0])
-    collate = finetune.HFCollate(tokenizer, max_length=8, table=finetune.DEFAULT_TABLE)
+    tokenizer, _ = pretrained.load_bert(tiny[0])
+    collate = hf_tokenizer.HFCollate(tokenizer, max_length=8, table=hf_tokenizer.DEFAULT_TABLE)
     batch = collate(["房间很干净服务也很好早餐不错", "差", "“OK”"])
     assert batch["input_ids"].shape == (3, 8) and batch["attention_mask"].dtype == torch.bool
     assert (batch["token_type_ids"] == 0).all()
@@ -232,22 +233,7 @@ def test_hf_collate_batches(tiny):
     assert batch["attention_mask"].sum(1).tolist() == [8, 3, 6]
     assert tokenizer.unk_token_id not in batch["input_ids"][2].tolist()
     with pytest.raises(ValueError, match="no room"):
-        finetune.HFCollate(tokenizer, max_length=2)
-
-
-def test_zero_shot_scores_do_not_depend_on_padding(tiny):
-    tokenizer, gpt = finetune.load_gpt2(tiny[1])
-    texts = ["房间很干净,服务也好,下次还来", "差", "一般"]
-    args = (gpt, tokenizer)
-    together = finetune.zero_shot_scores(*args, texts, "。总之很", ["好"], ["差"], max_length=16)
-    alone = torch.cat([finetune.zero_shot_scores(*args, [t], "。总之很", ["好"], ["差"], max_length=16)
-                       for t in texts])
-    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="not single tokens"):
-        finetune.zero_shot_scores(*args, texts, "很", ["好极了"], ["差"])
-    logits = torch.tensor([[0.0, 1.0, 2.0]])
-    torch.testing.assert_close(finetune.label_score(logits, [2], [0, 1]),
-                               torch.tensor([2.0 - torch.logsumexp(torch.tensor([0.0, 1.0]), 0).item()]))
+        hf_tokenizer.HFCollate(tokenizer, max_length=2)
 
 
 def _tiny_electra(bert_dir: Path, folder: Path) -> Path:
@@ -273,8 +259,8 @@ def test_cli_fine_tunes_an_electra_discriminator(tiny, csvs, tmp_path, runs_tmp)
     assert finetune.main(_cli_args(electra_dir, csvs, out)) == 0
     record = records.load_record(out / "result.json")
     assert record["model"] == "chinese-electra" and record["variant"] == "pretrained"
-    _, model, kind = finetune.load_encoder(electra_dir)
+    _, model, kind = pretrained.load_encoder(electra_dir)
     assert kind == "electra" and model.config.embedding_size == 16
     # a GPT-2 folder is refused by name
-    with pytest.raises(finetune.CheckpointMismatchError, match="gpt2"):
-        finetune.load_encoder(tiny[1])
+    with pytest.raises(CheckpointMismatchError, match="gpt2"):
+        pretrained.load_encoder(tiny[1])
