@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from nblib import classifier, data, datamodules, elmo, records, text
+from nblib import classifier, course, data, elmo, records, text
 from nblib.presets import get_preset
 
 
@@ -68,18 +68,17 @@ def main() -> None:
                                                weights_only=True)["state_dict"])
         elif init != "random":
             raise ValueError(f"unknown init {init!r}: 'random' or 'pretrained'")
-        clf = classifier.SentimentClassifier(encoder, pooling=pooling, lr=lr,
-                                             num_layers=config.n_layers + 1, mix_layer_norm=layer_norm)
-        datamodule = datamodules.ClassificationDataModule(split.train, split.val, split.test, collate,
-                                                          preset.finetune_batch_size)
         started = time.time()
-        _, results = classifier.fit_classifier(clf, datamodule, collate, preset,
-                                               records.runs_dir() / "elmo-twin" / f"{init}-{lr}-{pooling}-{layer_norm}-{args.epochs}",
-                                               seed=0, max_epochs=args.epochs)
+        # the course's one fine-tuning run; its record goes into this run's folder, not runs/<preset>/
+        _, record = course.finetune_variant(
+            encoder, model="elmo", variant=init, preset=preset, split=split, collate=collate, pooling=pooling,
+            seed=0, lr=lr, max_epochs=args.epochs,
+            run_dir=records.runs_dir() / "elmo-twin" / f"{init}-{lr}-{pooling}-{layer_norm}-{args.epochs}",
+            classifier_options={"num_layers": config.n_layers + 1, "mix_layer_norm": layer_norm})
         print(json.dumps({"init": init, "lr": lr, "pooling": pooling, "mix_layer_norm": layer_norm, "epochs": args.epochs,
-                          "val_acc": round(results["val"]["accuracy"], 4),
-                          "val_macro_f1": round(results["val"]["macro_f1"], 4),
-                          "test_acc": round(results["test"]["accuracy"], 4),
+                          "val_acc": round(record["val"]["accuracy"], 4),
+                          "val_macro_f1": round(record["val"]["macro_f1"], 4),
+                          "test_acc": round(record["test"]["accuracy"], 4),
                           "seconds": round(time.time() - started)}), flush=True)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from nblib import bert, classifier, data, datamodules, gpt, pretraining, text
+from nblib import bert, course, data, datamodules, gpt, inference, pretraining, text
 from nblib.presets import get_preset
 
 JOB_KEYS = {"variant", "pooling", "lr", "lm", "freeze", "fdrop", "epochs", "n", "seed"}
@@ -95,8 +95,7 @@ def main() -> None:
     pretrained_state = {k: v.clone() for k, v in model.state_dict().items()}
     print("pretraining", {k: v for k, v in info.items() if k != "history"}, flush=True)
 
-    def classify_collate(texts: list[str]) -> dict[str, torch.Tensor]:
-        return tokenizer.batch_encode(texts, preset.max_len)
+    classify_collate = inference.TokenCollate(tokenizer, preset.max_len)  # [CLS] review [SEP], right-padded
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,20 +106,21 @@ def main() -> None:
         if job["variant"] == "pretrained":
             encoder.load_state_dict(pretrained_state)
         pooling = job.get("pooling", "cls" if args.model == "bert" else "last")
-        clf = classifier.SentimentClassifier(
-            encoder, pooling=pooling, lr=job.get("lr", preset.finetune_lr), lm_loss_weight=job.get("lm", 0.0),
-            freeze_encoder=job.get("freeze", False), num_layers=preset.num_layers + 1, mix_layer_norm=True)
         frame = datamodules.subsample(split.train, job.get("n"), seed=0)
-        datamodule = datamodules.ClassificationDataModule(frame, split.val, split.test, classify_collate,
-                                                          preset.finetune_batch_size)
         started = time.time()
-        _, results = classifier.fit_classifier(clf, datamodule, classify_collate, preset,
-                                               out.parent / args.name / str(number), seed=seed,
-                                               max_epochs=job.get("epochs"))
+        # the course's one fine-tuning run; its record goes into this job's folder, not runs/<preset>/
+        _, record = course.finetune_variant(
+            encoder, model=args.model, variant=job["variant"], preset=preset, split=split, frame=frame,
+            collate=classify_collate, pooling=pooling, seed=seed, lr=job.get("lr", preset.finetune_lr),
+            max_epochs=job.get("epochs"), run_dir=out.parent / args.name / str(number),
+            pretraining=info if job["variant"] == "pretrained" else None,
+            classifier_options={"lm_loss_weight": job.get("lm", 0.0), "freeze_encoder": job.get("freeze", False),
+                                "num_layers": preset.num_layers + 1, "mix_layer_norm": True},
+            job=job)
         row = {"model": args.model, "name": args.name, "pre": json.loads(args.pre), "mlm": args.mlm,
                "hotel_repeats": args.hotel_repeats, "nsp": args.nsp, "whole_word": args.whole_word, **job,
-               "val_acc": round(results["val"]["accuracy"], 4), "val_f1": round(results["val"]["macro_f1"], 4),
-               "test_acc": round(results["test"]["accuracy"], 4), "test_f1": round(results["test"]["macro_f1"], 4),
+               "val_acc": round(record["val"]["accuracy"], 4), "val_f1": round(record["val"]["macro_f1"], 4),
+               "test_acc": round(record["test"]["accuracy"], 4), "test_f1": round(record["test"]["macro_f1"], 4),
                "seconds": round(time.time() - started, 1), "pretraining_val": info.get("val")}
         print(json.dumps(row), flush=True)
         with out.open("a") as f:
