@@ -4,24 +4,25 @@ It reads one request (JSON) on stdin: the submitted notebook, the parameters to 
 limits and the hidden calls. It executes the notebook with nbclient in a fresh Jupyter kernel
 (errors allowed; a cell is interrupted when it runs past its limit; a cell that kills the kernel is
 skipped on a rerun), then, in the same kernel, calls the student's functions on the hidden inputs
-and writes what came back to stdout as frames::
+(through ``harness``) and writes what came back to stdout as frames::
 
     NBLIB-FRAME <nonce> <number of bytes>\\n<JSON payload>\\n
 
 Nothing here is trusted by the grader. The student's code runs as the same user and could in
-principle forge what this process sends, so stage 2 (``score.py``) re-parses every value strictly
-and only ever scores the submission's own values. This process still makes forging hard: it turns
-itself non-dumpable (the kernel cannot read its memory, its environment or its descriptors), keeps
-the pipe on a private close-on-exec descriptor (the kernel's stdout and stderr are /dev/null) and
-only learns the frame nonce on stdin. Student functions return values through a file in the
-scratch folder, which this process reads with a size limit and forwards as an opaque string.
+principle forge what this process sends, so stage 2 (``score.py``) re-parses every value
+strictly and only ever scores the submission's own values. This process still makes forging hard:
+it turns itself non-dumpable (``confine``: the kernel cannot read its memory, its environment or
+its descriptors), keeps the pipe on a private close-on-exec descriptor (the kernel's stdout and
+stderr are /dev/null) and only learns the frame nonce on stdin. Student functions return values
+through a file in the scratch folder, which this process reads with a size limit and forwards as an
+opaque string. Serves the README's "Exercises and grading (instructors)" section (each submission
+runs in its own sandbox in the smoke preset) and docs/grading.md "How it is built".
 
 Run as ``python -m nblib.grading.runner`` by ``sandbox.py``; never imports torch itself.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
@@ -30,243 +31,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nblib.grading.confine import apply_rlimits, install_seccomp, make_undumpable
+from nblib.grading.harness import HARNESS
+
 FRAME_TAG = b"NBLIB-FRAME"
 MAX_REQUEST_BYTES = 512 * 2**20
 MAX_TEXT = 300  # characters of an error message kept for the feedback
 PROBE_TIMEOUT_S = 3  # how long an interrupted kernel gets to answer before it is killed
 IOPUB_TIMEOUT_S = 2  # how long nbclient waits for a cell's last output once it has replied
 NICENESS = 10  # the submission runs below the grader's priority
-
-# Defined in the student's kernel before the hidden calls; one call per cell after that. It converts
-# the return value to plain data using exact type checks (no subclasses, no look-alikes) and writes
-# it to a file. The student can replace all of this from their own cells; stage 2 never relies on
-# it having run honestly, it only makes the honest case work.
-HARNESS = r'''
-def __nblib_grading_make__():
-    import sys
-
-    # While a student function runs on hidden inputs, these interpreter events mean it switched the
-    # reference guard (a profiler hook) off or started another program: the case fails. An audit
-    # hook cannot be removed once added; if one of the notebook's own hooks refuses ours, every
-    # case fails the same way.
-    watched = {"sys.setprofile", "sys.settrace", "subprocess.Popen", "os.exec", "os.posix_spawn",
-               "os.spawn", "os.system", "pty.spawn"}
-    state = {"active": False, "tampered": False, "broken": False}
-
-    def audit(event, args):
-        if state["active"] and event in watched:
-            state["tampered"] = True
-
-    try:
-        sys.addaudithook(audit)
-    except BaseException:
-        state["broken"] = True
-
-    def call(index, name, request, result_dir, max_elements):
-        return __nblib_grading_call_body__(index, name, request, result_dir, max_elements, state)
-
-    return call
-
-
-def __nblib_grading_call_body__(index, name, request, result_dir, max_elements, state):
-    import json, sys, threading
-
-    def write(payload):
-        with open(f"{result_dir}/{index}.json", "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(payload, allow_nan=True))
-
-    class Unsupported(Exception):
-        pass
-
-    class ReferenceUsed(Exception):
-        pass
-
-    count = [0]
-
-    def decode(x):
-        if type(x) is list:
-            return [decode(v) for v in x]
-        if type(x) is dict:
-            if "__dict__" in x:
-                return {decode(k): decode(v) for k, v in x["__dict__"]}
-            if "__tensor__" in x:
-                import torch
-                spec = x["__tensor__"]
-                t = torch.tensor(spec["values"], dtype=getattr(torch, spec["dtype"]))
-                return t.reshape(spec["shape"])
-        return x
-
-    def encode(x, depth=0):
-        count[0] += 1
-        if depth > 64 or count[0] > max_elements:
-            raise Unsupported("too-large")
-        t = type(x)
-        if x is None or t is bool or t is int or t is float or t is str:
-            return x
-        if t is list or t is tuple:
-            return [encode(v, depth + 1) for v in x]
-        if t is dict:
-            return {"__dict__": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in x.items()]}
-        torch = sys.modules.get("torch")
-        if torch is not None and t in (torch.Tensor, torch.nn.Parameter):
-            count[0] += x.numel()
-            if count[0] > max_elements:
-                raise Unsupported("too-large")
-            dtype = str(x.dtype).replace("torch.", "")
-            return {"__tensor__": {"dtype": dtype, "shape": list(x.shape),
-                                   "values": x.detach().cpu().tolist()}}
-        numpy = sys.modules.get("numpy")
-        if numpy is not None and isinstance(x, numpy.generic) and t.__module__ == "numpy":
-            return encode(x.item(), depth + 1)
-        raise Unsupported(t.__name__)
-
-    def encode_weights(x):
-        # A state dict goes back as plain data (named tensors by value), like any other value.
-        torch = sys.modules.get("torch")
-        if torch is None:
-            raise Unsupported(type(x).__name__)
-        if isinstance(x, torch.nn.Module):
-            x = x.state_dict()
-        if not isinstance(x, dict):
-            raise Unsupported(type(x).__name__)
-        pairs = []
-        for k, v in dict.items(x):
-            if type(k) is not str or type(v) not in (torch.Tensor, torch.nn.Parameter):
-                raise Unsupported(type(v).__name__)
-            pairs.append([k, encode(v.detach(), 1)])
-        return {"__weights__": {"__dict__": pairs}}
-
-    # The library's own versions of this exercise: any call of their code while the student's
-    # function runs (directly, wrapped, partial, copied, reloaded) fails the case.
-    request = json.loads(request)
-    files = tuple("/" + "/".join(f.split("/")[-2:]) for f, _, _ in request.get("references", []))
-    exact = {q for _, q, kind in request.get("references", []) if kind == "exact"}
-    prefixes = tuple(q for _, q, kind in request.get("references", []) if kind == "prefix")
-    hit = [False]
-
-    def guard(frame, event, arg):
-        if event == "call":
-            code = frame.f_code
-            if code.co_filename.endswith(files) and (
-                    code.co_qualname in exact or (prefixes and code.co_qualname.startswith(prefixes))):
-                hit[0] = True
-                raise ReferenceUsed("the library's version of this exercise")
-
-    value = None
-    outcome = None
-    try:
-        parts = name.split(".")
-        if parts[0] not in globals():
-            write({"ok": False, "error": "undefined"})
-            return
-        target = globals()[parts[0]]
-        for part in parts[1:]:
-            target = getattr(target, part)
-        args, kwargs = decode(request["args"]), decode(request["kwargs"])
-        if files:
-            threading.setprofile(guard)
-            sys.setprofile(guard)
-        state["tampered"] = False
-        state["active"] = True
-        try:
-            value = target(*args, **kwargs)
-        finally:
-            state["active"] = False
-            sys.setprofile(None)
-            threading.setprofile(None)
-    except KeyboardInterrupt:
-        outcome = {"ok": False, "error": "interrupted"}
-    except BaseException as err:
-        outcome = {"ok": False, "error": "raised", "exception": type(err).__name__}
-    if hit[0]:
-        write({"ok": False, "error": "reference"})
-        return
-    if state["tampered"] or state["broken"]:
-        write({"ok": False, "error": "tampered"})
-        return
-    if outcome is not None:
-        write(outcome)
-        return
-    try:
-        if request["returns"] == "weights":
-            encoded = encode_weights(value)
-        else:
-            encoded = encode(value)
-    except Unsupported as err:
-        write({"ok": False, "error": "unsupported", "type": str(err)})
-        return
-    except BaseException as err:
-        write({"ok": False, "error": "raised", "exception": type(err).__name__})
-        return
-    write({"ok": True, "value": encoded})
-
-
-__nblib_grading_call__ = __nblib_grading_make__()
-del __nblib_grading_make__
-'''
-
-
-# seccomp: refuse new user namespaces (unshare/clone with CLONE_NEWUSER; clone3, whose flags a
-# filter cannot read, says "not implemented" and the C library falls back to clone). Classic BPF.
-_CLONE_NEWUSER = 0x10000000
-_SECCOMP_ARCHES = {  # machine: (AUDIT_ARCH, unshare, clone, clone3)
-    "x86_64": (0xC000003E, 272, 56, 435),
-    "aarch64": (0xC00000B7, 97, 220, 435),
-}
-
-
-def _seccomp_program(machine: str) -> bytes | None:
-    import struct
-
-    if machine not in _SECCOMP_ARCHES:
-        return None
-    arch, unshare, clone, clone3 = _SECCOMP_ARCHES[machine]
-    ld_w_abs, jeq_k, jset_k, ret_k = 0x20, 0x15, 0x45, 0x06
-    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
-    prog = [
-        (ld_w_abs, 0, 0, 4),  # 0: arch
-        (jeq_k, 1, 0, arch),  # 1: native ABI? else (x86 int 0x80 etc.) refuse
-        (ret_k, 0, 0, eperm),  # 2
-        (ld_w_abs, 0, 0, 0),  # 3: syscall number
-        (jset_k, 0, 1, 0x40000000),  # 4: x32 ABI numbers: refuse
-        (ret_k, 0, 0, eperm),  # 5
-        (jeq_k, 3, 0, unshare),  # 6: -> 10
-        (jeq_k, 2, 0, clone),  # 7: -> 10
-        (jeq_k, 5, 0, clone3),  # 8: -> 14
-        (ret_k, 0, 0, allow),  # 9
-        (ld_w_abs, 0, 0, 16),  # 10: flags (args[0], low 32 bits)
-        (jset_k, 1, 0, _CLONE_NEWUSER),  # 11: -> 13
-        (ret_k, 0, 0, allow),  # 12
-        (ret_k, 0, 0, eperm),  # 13
-        (ret_k, 0, 0, enosys),  # 14
-    ]
-    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
-
-
-def install_seccomp() -> bool:
-    """No new user namespaces for anything started from here on (the kernel, its children)."""
-    import platform
-
-    program = _seccomp_program(platform.machine())
-    if program is None:
-        return False
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    fprog = SockFprog(len(program) // 8, program)
-    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
-        return False
-    return libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) == 0  # PR_SET_SECCOMP, FILTER
-
-
-def _make_undumpable() -> None:
-    """PR_SET_DUMPABLE=0: the kernel (same uid) can no longer ptrace us or open /proc/<us>/*."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: nothing to do
-        pass
 
 
 class Frames:
@@ -555,28 +328,8 @@ class Runner:
         return {"status": "returned", "result": data.decode("utf-8", errors="replace")}
 
 
-def apply_rlimits(limits: dict[str, int]) -> None:
-    """Lower this process's limits before any student code runs; the kernel inherits them.
-
-    Hard limits too, so the student cannot raise them back. ``as``/``fsize`` in bytes, ``cpu`` in
-    seconds (SIGXCPU at the soft limit, SIGKILL 5 s later), ``nproc`` counts processes + threads.
-    """
-    import resource
-
-    names = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU,
-             "nproc": resource.RLIMIT_NPROC, "fsize": resource.RLIMIT_FSIZE, "core": resource.RLIMIT_CORE}
-    for key, value in limits.items():
-        which = names[key]
-        _, hard = resource.getrlimit(which)
-        soft_new = int(value)
-        hard_new = soft_new + 5 if key == "cpu" else soft_new
-        if hard != resource.RLIM_INFINITY:
-            soft_new, hard_new = min(soft_new, hard), min(hard_new, hard)
-        resource.setrlimit(which, (soft_new, hard_new))
-
-
 def main() -> int:
-    _make_undumpable()
+    make_undumpable()
     raw = sys.stdin.buffer.read(MAX_REQUEST_BYTES + 1)
     # From here on the kernel and anything it starts inherit only /dev/null as stdio.
     out_fd = os.dup(1)
