@@ -31,21 +31,19 @@ import nblib
 from nblib.grading import Case, Exercise, cgroups, host, isolation, launch, same, sandbox, uids
 from nblib.grading.__main__ import main as cli
 from nblib.grading.checks import LessonChecks, Limits, load_checks
+from nblib.grading.judge import score_submission
+from nblib.grading.reports import file_name
 from nblib.grading.runner import inject_parameters
-from nblib.grading.score import (
-    Refused,
+from nblib.grading.score import grade
+from nblib.grading.strip import BEGIN, END, StripError, student_notebook
+from nblib.grading.submissions import Refused, find_submissions, read_submission
+from nblib.grading.wire import (
     UntrustedDataError,
     decode_value,
     decode_weights,
-    file_name,
-    find_submissions,
-    grade,
     parse_frames,
-    read_submission,
-    score_submission,
     strict_json,
 )
-from nblib.grading.strip import BEGIN, END, StripError, student_notebook
 
 FIXTURES = Path(__file__).resolve().parent / "grading_fixtures"
 _spec = importlib.util.spec_from_file_location("grading_demo_lesson", FIXTURES / "demo_lesson.py")

@@ -4,12 +4,10 @@ It reads one request (JSON) on stdin: the submitted notebook, the parameters to 
 limits and the hidden calls. It executes the notebook with nbclient in a fresh Jupyter kernel
 (errors allowed; a cell is interrupted when it runs past its limit; a cell that kills the kernel is
 skipped on a rerun), then, in the same kernel, calls the student's functions on the hidden inputs
-(through ``harness``) and writes what came back to stdout as frames::
-
-    NBLIB-FRAME <nonce> <number of bytes>\\n<JSON payload>\\n
+(through ``harness``) and writes what came back to stdout as frames (``wire.Frames``).
 
 Nothing here is trusted by the grader. The student's code runs as the same user and could in
-principle forge what this process sends, so stage 2 (``score.py``) re-parses every value
+principle forge what this process sends, so stage 2 (``judge``, ``wire``) re-parses every value
 strictly and only ever scores the submission's own values. This process still makes forging hard:
 it turns itself non-dumpable (``confine``: the kernel cannot read its memory, its environment or
 its descriptors), keeps the pipe on a private close-on-exec descriptor (the kernel's stdout and
@@ -33,29 +31,13 @@ from typing import Any
 
 from nblib.grading.confine import apply_rlimits, install_seccomp, make_undumpable
 from nblib.grading.harness import HARNESS
+from nblib.grading.wire import Frames
 
-FRAME_TAG = b"NBLIB-FRAME"
 MAX_REQUEST_BYTES = 512 * 2**20
 MAX_TEXT = 300  # characters of an error message kept for the feedback
 PROBE_TIMEOUT_S = 3  # how long an interrupted kernel gets to answer before it is killed
 IOPUB_TIMEOUT_S = 2  # how long nbclient waits for a cell's last output once it has replied
 NICENESS = 10  # the submission runs below the grader's priority
-
-
-class Frames:
-    """Writes length-prefixed JSON frames on the private copy of stdout."""
-
-    def __init__(self, fd: int, nonce: str) -> None:
-        self.fd = fd
-        self.header = FRAME_TAG + b" " + nonce.encode("ascii") + b" "
-
-    def emit(self, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload, allow_nan=True).encode("utf-8")
-        data = self.header + str(len(body)).encode("ascii") + b"\n" + body + b"\n"
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
 
 
 def _short(text: Any) -> str:
