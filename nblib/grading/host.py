@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 def is_root() -> bool:
+    """Whether the grader runs as root (then each sandbox runs as its own uid)."""
     return os.geteuid() == 0
 
 

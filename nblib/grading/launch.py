@@ -121,6 +121,7 @@ def _drop_privileges(uid: int) -> list[str]:
 
 def bwrap_command(inner: list[str], uid: int, tmpfs_mb: int, paths: list[Path],
                    data: Path | None = None) -> list[str]:
+    """The bubblewrap command that runs ``inner`` in a fresh sandbox (as ``uid`` when root)."""
     cmd = [host.tool("bwrap"), "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
            "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not host.is_root():
