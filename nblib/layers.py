@@ -130,6 +130,12 @@ def attention(
         # One query, the newest position (a cached generation step): it may see every key, so the
         # causal mask has nothing to hide and building it would be pure overhead per token.
         causal = False
+    if fast and q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        # Under bf16 autocast on a CPU, attention stays in fp32: torch's bf16 CPU attention kernel
+        # made a BERT training step slower than all-fp32 (benchmarks/bench_pretraining.py).
+        with torch.autocast("cpu", enabled=False):
+            return attention(q.float(), k.float(), v.float(), key_padding_mask=key_padding_mask,
+                             causal=causal, dropout_p=dropout_p, training=training, fast=True)
     if fast:
         if causal and key_padding_mask is None and q.size(-2) == k.size(-2):
             # A plain causal pattern: let the kernel build it (its fused causal path skips the

@@ -3,7 +3,10 @@
 Introduced in notebook 02_elmo (the biLM's pretraining); 03_bert explains the budget (the same
 characters of corpus for every model, on every machine: ``preset.pretrain_chars``); 04_gpt reuses
 it. :class:`TimeCap` is an opt-in cap for slow laptops (``MAX_PRETRAIN_MINUTES``).
-A model plugs in through ``pretraining_step(batch) -> {"loss", ...}``.
+A model plugs in through ``pretraining_step(batch) -> {"loss", ...}``. Two opt-in speed-ups,
+off by default (``benchmarks/bench_pretraining.py`` measures them): ``precision="bf16-mixed"``
+(bf16 autocast: other numbers) and ``adamw="foreach"``/``"fused"`` (the same AdamW update in fewer
+kernels).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from nblib.inference import build_model, model_spec, tokenizer_vocabulary
 from nblib.presets import Preset
 from nblib.records import runs_dir
 
+ADAMW_IMPLEMENTATIONS = ("for-loop", "foreach", "fused")
+
 
 class Pretrainer(pl.LightningModule):
     """Runs any model's ``pretraining_step(batch) -> {"loss", ...}`` (MLM+NSP, causal LM, biLM).
@@ -34,11 +39,20 @@ class Pretrainer(pl.LightningModule):
     AdamW with betas (0.9, 0.98), linear warm-up then cosine decay: the recipe that left the MLM
     plateau is a matter of optimiser steps, so the schedule counts steps, not epochs. Held-out
     loss is measured once at the end by :func:`evaluate_pretraining`, on fixed batches.
+
+    ``adamw`` picks torch's implementation of the same update: ``"for-loop"`` (torch's CPU
+    default, a few kernels per parameter tensor), ``"foreach"`` (each kernel over all tensors at
+    once) or ``"fused"`` (one kernel). Same math; ``"fused"`` may differ in the last bits.
+    ``lean_logging`` hands the step's numbers to Lightning (``self.log``, ~2.5 ms a step on a CPU)
+    only on the steps its logger writes (every ``log_every_n_steps``) and the last one: the same
+    CSV log and history; the progress line shows a loss up to that many steps old.
     """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, warmup_steps: int = 300,
-                 weight_decay: float = 0.01):
+                 weight_decay: float = 0.01, adamw: str = "for-loop", lean_logging: bool = False):
         super().__init__()
+        if adamw not in ADAMW_IMPLEMENTATIONS:
+            raise ValueError(f"adamw={adamw!r}: use one of {ADAMW_IMPLEMENTATIONS}")
         self.model = model
         self.save_hyperparameters(ignore=["model"])
         self.tokens_seen = 0
@@ -47,15 +61,20 @@ class Pretrainer(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.model.pretraining_step(batch)
         self.tokens_seen += int(batch["attention_mask"].sum()) * self.trainer.world_size
-        for k, v in out.items():
-            self.log(f"train_{k}", v, prog_bar=k == "loss", batch_size=len(batch["attention_mask"]))
+        step, every = self.global_step + 1, self.trainer.log_every_n_steps
+        written = every > 0 and step % every == 0 or step >= self.trainer.max_steps > 0
+        if written or not self.hparams.get("lean_logging"):
+            for k, v in out.items():
+                self.log(f"train_{k}", v, prog_bar=k == "loss", batch_size=len(batch["attention_mask"]))
         self.history.append({"step": self.global_step, "tokens": self.tokens_seen,
                              **{k: float(v.detach()) for k, v in out.items()}})
         return out["loss"]
 
     def configure_optimizers(self) -> Any:
+        adamw = self.hparams.get("adamw", "for-loop")
+        options = {} if adamw == "for-loop" else {adamw: True}
         return adamw_with_warmup(self, self.hparams.lr, self.hparams.weight_decay,
-                                  self.hparams.warmup_steps, betas=(0.9, 0.98))
+                                  self.hparams.warmup_steps, betas=(0.9, 0.98), **options)
 
 
 MAX_MINUTES_ENV = "NBLIB_MAX_PRETRAIN_MINUTES"  # `MAX_PRETRAIN_MINUTES=13 make report` sets it
@@ -85,6 +104,8 @@ def pretrain(
     max_steps: int | None = None,
     lr: float | None = None,
     precision: str | None = None,
+    adamw: str = "for-loop",
+    lean_logging: bool = False,
     recipe: dict | None = None,
     force: bool = False,
 ) -> dict:
@@ -107,7 +128,10 @@ def pretrain(
     The checkpoint lives in ``runs/<preset>/pretrain/<name>.pt`` with the loss history and the
     budget actually spent; a rerun with the same pretraining settings (budget, batch, schedule,
     time cap, ``max_steps``, seed, recipe) reuses it, other settings retrain (``force=True``
-    always retrains). Returns the record's ``pretraining`` part: characters, tokens, steps,
+    always retrains). ``precision`` (Lightning's: ``"bf16-mixed"`` runs each step under
+    ``torch.autocast`` in bf16; None: fp32 on a CPU) and ``adamw`` (:class:`Pretrainer`) are
+    opt-in speed-ups, part of the cache key when set; so is ``lean_logging`` (:class:`Pretrainer`),
+    which changes no number and is not. Returns the record's ``pretraining`` part: characters, tokens, steps,
     estimated FLOPs, seconds, final and held-out loss, history, the plan.
     """
     path = _checkpoint_path(preset.name, name)
@@ -120,6 +144,11 @@ def pretrain(
                 "warmup_steps": preset.warmup_steps, "pretrain_dropout": preset.pretrain_dropout,
                 "pretrain_max_minutes": minutes, "max_steps": max_steps, "seed": seed,
                 "data_seed": datamodule.seed, "recipe": recipe}
+    # The opt-in speed-ups enter the key only when used, so the default keeps existing checkpoints.
+    if precision is not None:
+        settings["precision"] = precision
+    if adamw != "for-loop":
+        settings["adamw"] = adamw
     model_desc, collate_desc, vocabularies = describe_inputs(model, datamodule.collate)
     settings.update(model=model_desc, collate=collate_desc)
     if path.exists() and not force:
@@ -135,10 +164,10 @@ def pretrain(
         plan = datamodule.plan(preset.pretrain_chars)
         max_steps = plan["steps"]
     cap = TimeCap(minutes * 60, max_steps) if minutes is not None else None
-    module = Pretrainer(model, lr=lr, warmup_steps=min(preset.warmup_steps, max_steps))
-    run_dir = runs_dir() / preset.name / "pretrain" / name
-    trainer = make_trainer(preset, run_dir, seed=seed, max_steps=max_steps, monitor=None,
-                           precision=precision, log_every_n_steps=10, callbacks=[cap] if cap else [])
+    module, trainer = pretraining_trainer(model, preset, runs_dir() / preset.name / "pretrain" / name,
+                                          max_steps=max_steps, seed=seed, lr=lr, precision=precision,
+                                          adamw=adamw, lean_logging=lean_logging,
+                                          callbacks=[cap] if cap else [])
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - start
@@ -174,6 +203,20 @@ def pretrain(
         torch.save({"state_dict": model.state_dict(), "info": json.dumps(info)}, tmp)
         os.replace(tmp, path)  # a crash mid-save never leaves a half checkpoint under the real name
     return info
+
+
+def pretraining_trainer(model: nn.Module, preset: Preset, run_dir: str | Path, *, max_steps: int,
+                        seed: int = 0, lr: float | None = None, precision: str | None = None,
+                        adamw: str = "for-loop", lean_logging: bool = False,
+                        callbacks: list[pl.Callback] | None = None,
+                        ) -> tuple[Pretrainer, pl.Trainer]:
+    """The (:class:`Pretrainer`, Lightning trainer) pair :func:`pretrain` fits: the one place that
+    sets up a pretraining run, so ``benchmarks/bench_pretraining.py`` times exactly this path."""
+    module = Pretrainer(model, lr=lr or preset.pretrain_lr, warmup_steps=min(preset.warmup_steps, max_steps),
+                        adamw=adamw, lean_logging=lean_logging)
+    trainer = make_trainer(preset, run_dir, seed=seed, max_steps=max_steps, monitor=None,
+                           precision=precision, log_every_n_steps=10, callbacks=list(callbacks or []))
+    return module, trainer
 
 
 def _checkpoint_path(preset_name: str, name: str) -> Path:
