@@ -50,9 +50,11 @@ def lesson_run(tmp_path_factory, request):
             shutil.copytree(run(needed)[0], runs, dirs_exist_ok=True)
         parameters = {"PRESET": "smoke", "FIGURES": str(out / "figures")}
         if stem == "07_pretrained_checkpoints":  # tiny local checkpoints, never the hub
-            from tiny_checkpoints import notebook_parameters
+            from tiny_checkpoints import make_tiny_electra, notebook_parameters
 
-            parameters.update(notebook_parameters(*request.getfixturevalue("tiny_checkpoints")))
+            bert_dir, gpt2_dir = request.getfixturevalue("tiny_checkpoints")
+            electra_dir = make_tiny_electra(bert_dir, out / "electra-tiny-chinese")
+            parameters.update(notebook_parameters(bert_dir, gpt2_dir, electra_dir))
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("NBLIB_RUNS_DIR", str(runs))
             report.execute_notebook(BY_STEM[stem], out / f"{stem}.ipynb", parameters,

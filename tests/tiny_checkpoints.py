@@ -16,24 +16,33 @@ tokenizer files):
 - GPT-2: ``transformers.GPT2LMHeadModel`` with the same vocabulary (as UER's Chinese GPT-2),
   n_embd 32, 2 layers, 2 heads, 256 positions.
 
+``make_tiny_electra(bert_dir, folder)`` writes a third folder shaped like the Chinese-ELECTRA
+project's small discriminator (hfl/chinese-electra-180g-small-discriminator, which reads the same
+BERT vocabulary): ``transformers.ElectraForPreTraining`` with **factorised** embeddings (16 wide,
+projected to hidden 32, as the real one's 128 -> 256), 2 layers, 2 heads, the tiny BERT's
+vocabulary and tokenizer files.
+
 Weights are random (seeded), and **every** parameter is drawn (:func:`scramble`), LayerNorms
 included: with Hugging Face's default init each LayerNorm is weight 1 / bias 0, and a loader that
 mixed two LayerNorms up would still give the same outputs. These check plumbing and equivalence,
 not accuracy.
 For the notebook test, a session fixture can do::
 
-    from tiny_checkpoints import make_tiny_checkpoints, notebook_parameters
+    from tiny_checkpoints import make_tiny_checkpoints, make_tiny_electra, notebook_parameters
 
     @pytest.fixture(scope="session")
     def tiny_checkpoints(tmp_path_factory):
         return make_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))
 
     # in the notebook test, for 07_pretrained_checkpoints.ipynb:
-    parameters.update(notebook_parameters(*tiny_checkpoints))
+    bert_dir, gpt2_dir = tiny_checkpoints
+    electra_dir = make_tiny_electra(bert_dir, out / "electra-tiny-chinese")
+    parameters.update(notebook_parameters(bert_dir, gpt2_dir, electra_dir))
 """
 
 from __future__ import annotations
 
+import shutil
 import string
 import unicodedata
 from collections.abc import Iterable
@@ -130,12 +139,45 @@ def make_tiny_checkpoints(directory: str | Path, texts: Iterable[str] | None = N
     return bert_dir, gpt2_dir
 
 
-def notebook_parameters(bert_dir: str | Path, gpt2_dir: str | Path) -> dict[str, str]:
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def make_tiny_electra(bert_dir: str | Path, folder: str | Path, seed: int = 5) -> Path:
+    """Write (or reuse) a tiny random ELECTRA discriminator in ``folder`` with the vocabulary and
+    tokenizer of the tiny BERT in ``bert_dir`` (as the real Chinese ELECTRA reads BERT-Chinese's).
+
+    Factorised embeddings (``embedding_size`` 16 < ``hidden_size`` 32), every parameter drawn
+    (:func:`scramble`), the replaced-token head included. Returns ``folder``.
+    """
+    import transformers
+
+    bert_dir, folder = Path(bert_dir), Path(folder)
+    if (folder / DONE_MARKER).exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = (bert_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    config = transformers.ElectraConfig(
+        vocab_size=len(vocab), embedding_size=16, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512, pad_token_id=0)
+    scramble(transformers.ElectraForPreTraining(config), seed).save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        if (bert_dir / name).exists():
+            shutil.copy(bert_dir / name, folder / name)
+    (folder / DONE_MARKER).write_text("complete\n")
+    return folder
+
+
+def notebook_parameters(bert_dir: str | Path, gpt2_dir: str | Path,
+                        electra_dir: str | Path | None = None) -> dict[str, str]:
     """The papermill parameters that point lesson 07 at the tiny checkpoints."""
-    return {"MODEL_NAME_OR_PATH": str(bert_dir), "GPT2_NAME_OR_PATH": str(gpt2_dir)}
+    parameters = {"MODEL_NAME_OR_PATH": str(bert_dir), "GPT2_NAME_OR_PATH": str(gpt2_dir)}
+    if electra_dir is not None:
+        parameters["ELECTRA_NAME_OR_PATH"] = str(electra_dir)
+    return parameters
 
 
 if __name__ == "__main__":  # python tests/tiny_checkpoints.py /tmp/tiny
     import sys
 
-    print(*make_tiny_checkpoints(sys.argv[1] if len(sys.argv) > 1 else "/tmp/tiny_checkpoints"))
+    bert, gpt2 = make_tiny_checkpoints(sys.argv[1] if len(sys.argv) > 1 else "/tmp/tiny_checkpoints")
+    print(bert, gpt2, make_tiny_electra(bert, bert.parent / "electra-tiny-chinese"))
