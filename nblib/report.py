@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from nblib.comparison import correctness, gains_table, is_cut, write_readme_block
+from nblib.comparison import gains_table, is_cut, write_readme_block
 from nblib.presets import PRESETS, get_preset
 from nblib.records import REPO_ROOT, RUN_ID_ENV, RecordError, git_revision, load_record, runs_dir
 
@@ -205,47 +204,6 @@ def comparison_table(records: list[dict]) -> pd.DataFrame:
             "_order": (order[model], variant != "pretrained", variant),
         })
     return pd.DataFrame(out).sort_values("_order").drop(columns="_order").reset_index(drop=True)
-
-
-def pretraining_gaps(records: list[dict], test_labels: pd.Series, *, n_boot: int = 2000,
-                     seed: int = 0) -> pd.DataFrame:
-    """What pretraining adds, per model: pretrained minus random-init test accuracy, with a 95% interval.
-
-    Introduced in notebook 05_compare. Both twins are scored on the same test reviews, so the
-    comparison is *paired*: each review's correctness is averaged over each variant's seeds, and the
-    per-review differences are resampled (bootstrap over the test reviews, ``n_boot`` times). The
-    interval shows how much the gap would move on another test set of the same size drawn from the
-    same reviews; a gap whose interval holds 0 is not shown by this test set. The validation gap (mean
-    over seeds of the validation accuracies) is beside it, since selection happens there.
-    ``test_labels``: the test labels indexed by review id (``data.split().test["label"]``). Models
-    without both variants, or records without test predictions, are left out.
-    """
-    full = [r for r in records if r.get("label_count") is None and r.get("predictions")]
-    rows = []
-    for model in KNOWN_MODELS:
-        twins = {v: [r for r in full if r["model"] == model and r["variant"] == v]
-                 for v in ("pretrained", "random")}
-        if not twins["pretrained"] or not twins["random"]:
-            continue
-        ids = twins["pretrained"][0]["predictions"]["ids"]
-        missing = sorted(set(ids) - set(test_labels.index))
-        if missing:
-            raise RecordError(f"{model}: test ids {missing[:5]} have no label; pass the full test split's labels")
-        # (N,) per-review gap: each review's accuracy over the pretrained seeds minus over the random ones
-        pretrained, _ = correctness(twins["pretrained"], test_labels, "test", ids)  # (seeds, N)
-        random_init, _ = correctness(twins["random"], test_labels, "test", ids)
-        diff = pretrained.mean(axis=0) - random_init.mean(axis=0)
-        rng = np.random.default_rng(seed)
-        boot = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
-        low, high = np.percentile(boot, [2.5, 97.5])
-        val_gap = (np.mean([r["val"]["accuracy"] for r in twins["pretrained"]])
-                   - np.mean([r["val"]["accuracy"] for r in twins["random"]]))
-        rows.append({"model": model, "seeds": f"{len(twins['pretrained'])} / {len(twins['random'])}",
-                     "test gap (points)": round(100 * diff.mean(), 1),
-                     "95% interval": f"[{100 * low:+.1f}, {100 * high:+.1f}]",
-                     "standard error": round(100 * diff.std(ddof=1) / np.sqrt(len(diff)), 1),
-                     "val gap (points)": round(100 * val_gap, 1)})
-    return pd.DataFrame(rows)
 
 
 def to_markdown(frame: pd.DataFrame) -> str:

@@ -77,6 +77,31 @@ def test_mismatched_predictions_are_an_error():
         comparison.gains_table([a, b], {"test": LABELS}, n_boot=10)
 
 
+
+def _fixed(model: str, variant: str, seed: int, labels: pd.Series, n_wrong: int) -> dict:
+    """A record whose test predictions get exactly the first ``n_wrong`` reviews wrong."""
+    pred = [int(y) if i >= n_wrong else 1 - int(y) for i, y in enumerate(labels)]
+    return {"model": model, "variant": variant, "seed": seed, "predictions": {"ids": list(labels.index), "pred": pred}}
+
+
+def test_gains_table_pairs_the_twins_exactly_and_skips_a_model_without_one():
+    """(Moved here from report.pretraining_gaps' test when gains_table replaced it.)"""
+    labels = pd.Series([i % 2 for i in range(200)], index=range(1000, 1200))
+    records = []
+    for seed in (0, 1, 2):
+        records.append(_fixed("gpt", "pretrained", seed, labels, 10 + seed))  # 11 wrong on average
+        records.append(_fixed("gpt", "random", seed, labels, 40))
+        records.append(_fixed("bert", "pretrained", seed, labels, 30))  # the same predictions as its twin
+        records.append(_fixed("bert", "random", seed, labels, 30))
+    records.append(_fixed("elmo", "pretrained", 0, labels, 5))  # no random twin: no row
+    table = comparison.gains_table(records, {"test": labels}, n_boot=500).set_index("model")
+    assert list(table.index) == ["gpt", "bert"] and table.loc["gpt", "seeds"] == "3 / 3"
+    gain, interval = table.loc["gpt", "test gain"].split(" ", 1)
+    low, high = (float(x) for x in interval.strip("[]").split(","))
+    assert gain == "+14.5" and 5 < low < 14.5 < high < 25 and table.loc["gpt", "test verdict"] == "pays"
+    assert table.loc["bert", "test gain"] == "+0.0 [+0.0, +0.0]"
+    assert table.loc["bert", "test verdict"] == "not resolved"
+
 def test_readme_block_round_trip():
     readme = f"# x\n\nintro\n\n{comparison.README_START}\nold\n{comparison.README_END}\n\nafter\n"
     md = "# Comparison — preset `small`\n\nwritten on …\n\n| a |\n|---|\n| 1 |\n"

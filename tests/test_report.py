@@ -123,32 +123,6 @@ def with_predictions(record, labels, n_wrong):
     return {**record, "predictions": {"ids": list(labels.index), "pred": pred}}
 
 
-def test_pretraining_gaps_are_paired_with_an_interval():
-    import pandas as pd
-
-    labels = pd.Series([i % 2 for i in range(200)], index=range(1000, 1200))
-    records = []
-    for seed in (0, 1, 2):
-        records.append(with_predictions(fake_record("gpt", "pretrained", seed, 0.9), labels, 10 + seed))
-        records.append(with_predictions(fake_record("gpt", "random", seed, 0.8), labels, 40))
-        records.append(with_predictions(fake_record("bert", "pretrained", seed, 0.9), labels, 30))
-        records.append(with_predictions(fake_record("bert", "random", seed, 0.8), labels, 30))
-    records.append(with_predictions(fake_record("elmo", "pretrained", 0, 0.9), labels, 5))  # no twin
-    gaps = report.pretraining_gaps(records, labels).set_index("model")
-    assert list(gaps.index) == ["bert", "gpt"]
-    # gpt: 11 wrong on average vs 40 of 200 reviews -> +14.5 points, interval clear of 0
-    assert gaps.loc["gpt", "test gap (points)"] == 14.5 and gaps.loc["gpt", "seeds"] == "3 / 3"
-    low, high = (float(x) for x in gaps.loc["gpt", "95% interval"].strip("[]").split(","))
-    assert 5 < low < 14.5 < high < 25
-    assert gaps.loc["gpt", "val gap (points)"] == 10.0  # fake val accuracies 0.9 vs 0.8
-    # bert: the same predictions -> no gap, no spread
-    assert gaps.loc["bert", "test gap (points)"] == 0.0 and gaps.loc["bert", "95% interval"] == "[+0.0, +0.0]"
-    # twins scored on different reviews cannot be paired
-    records[0]["predictions"] = {"ids": list(range(200)), "pred": [0] * 200}
-    with pytest.raises(RecordError, match="other reviews"):
-        report.pretraining_gaps(records, pd.concat([labels, pd.Series(0, index=range(200))]))
-
-
 def test_write_comparison_adds_the_gap_table_when_records_hold_predictions(runs_tmp, tmp_path, monkeypatch):
     import pandas as pd
 
