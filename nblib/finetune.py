@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from nblib.data import DataError
+    from nblib.corpora import DataError
 
     try:
         metrics = run(args)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from nblib.classifier import adamw_with_warmup
-from nblib.data import QAExample
+from nblib.task_data import QAExample
 
 # The official script's punctuation list ("……" is one two-character entry: it never matches).
 SP_CHAR = ['-', ':', '_', '*', '^', '/', '\\', '~', '`', '+', '=', '，', '。', '：', '？', '！', '“',

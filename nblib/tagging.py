@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nblib.classifier import adamw_with_warmup
-from nblib.data import BIO_TAGS, TaggedSentence
+from nblib.task_data import BIO_TAGS, TaggedSentence
 
 IGNORE = -100  # label of [CLS], [SEP] and padding: no loss there
 TAG_TO_ID = {t: i for i, t in enumerate(BIO_TAGS)}

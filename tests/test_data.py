@@ -1,13 +1,15 @@
 import dataclasses
 import hashlib
 import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
-from nblib import data
+from nblib import corpora, data
 
-REAL = data.CORPORA["hotel"]
+REAL = corpora.CORPORA["hotel"]
 
 
 @pytest.fixture()
@@ -25,9 +27,9 @@ def make_mirror(tmp_path, content: bytes):
 
 
 def test_fetch_from_mirror_verifies_and_places_file(tmp_path, empty_data_dir, monkeypatch):
-    good = (data.REPO_ROOT / "data" / "raw" / REAL.file_name).read_bytes()
+    good = (corpora.REPO_ROOT / "data" / "raw" / REAL.file_name).read_bytes()
     monkeypatch.setenv("NBLIB_DATA_MIRROR", str(make_mirror(tmp_path, good)))
-    path = data.fetch("hotel", progress=False)
+    path = corpora.fetch("hotel", progress=False)
     assert path == empty_data_dir / REAL.file_name
     assert hashlib.sha256(path.read_bytes()).hexdigest() == REAL.sha256
     assert [p.name for p in empty_data_dir.iterdir()] == [REAL.file_name]
@@ -35,11 +37,11 @@ def test_fetch_from_mirror_verifies_and_places_file(tmp_path, empty_data_dir, mo
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])
 def test_bad_mirror_file_raises_with_instructions_and_leaves_nothing(tmp_path, empty_data_dir, monkeypatch, damage):
-    good = (data.REPO_ROOT / "data" / "raw" / REAL.file_name).read_bytes()
+    good = (corpora.REPO_ROOT / "data" / "raw" / REAL.file_name).read_bytes()
     bad = good[: len(good) // 2] if damage == "truncated" else good.replace("酒店".encode(), "旅馆".encode(), 1)
     monkeypatch.setenv("NBLIB_DATA_MIRROR", str(make_mirror(tmp_path, bad)))
-    with pytest.raises(data.DataError) as err:
-        data.fetch("hotel", progress=False)
+    with pytest.raises(corpora.DataError) as err:
+        corpora.fetch("hotel", progress=False)
     message = str(err.value)
     assert "checksum mismatch" in message and REAL.sha256 in message and REAL.url in message
     assert not empty_data_dir.exists() or list(empty_data_dir.iterdir()) == []
@@ -49,9 +51,9 @@ def test_no_network_raises_with_instructions_and_leaves_nothing(empty_data_dir, 
     monkeypatch.delenv("NBLIB_DATA_MIRROR", raising=False)
     # A closed local port: the download fails at once, as it does without a network.
     dead = dataclasses.replace(REAL, url="http://127.0.0.1:9/ChnSentiCorp_htl_all.csv")
-    monkeypatch.setitem(data.CORPORA, "hotel", dead)
-    with pytest.raises(data.DataError) as err:
-        data.fetch("hotel", progress=False)
+    monkeypatch.setitem(corpora.CORPORA, "hotel", dead)
+    with pytest.raises(corpora.DataError) as err:
+        corpora.fetch("hotel", progress=False)
     assert "could not download" in str(err.value) and "NBLIB_DATA_MIRROR" in str(err.value)
     assert list(empty_data_dir.iterdir()) == []
 
@@ -59,21 +61,21 @@ def test_no_network_raises_with_instructions_and_leaves_nothing(empty_data_dir, 
 def test_mirror_without_the_file_says_so(tmp_path, empty_data_dir, monkeypatch):
     (tmp_path / "empty_mirror").mkdir()
     monkeypatch.setenv("NBLIB_DATA_MIRROR", str(tmp_path / "empty_mirror"))
-    with pytest.raises(data.DataError, match="has no ChnSentiCorp_htl_all.csv"):
-        data.fetch("hotel", progress=False)
+    with pytest.raises(corpora.DataError, match="has no ChnSentiCorp_htl_all.csv"):
+        corpora.fetch("hotel", progress=False)
     assert list(empty_data_dir.iterdir()) == []
 
 
 def test_corrupt_file_in_place_is_not_trusted(empty_data_dir):
     empty_data_dir.mkdir(parents=True)
     (empty_data_dir / REAL.file_name).write_text("label,review\n1,好\n", encoding="utf-8")
-    with pytest.raises(data.DataError, match="corrupt or a different version"):
-        data.fetch("hotel", progress=False)
+    with pytest.raises(corpora.DataError, match="corrupt or a different version"):
+        corpora.fetch("hotel", progress=False)
 
 
 def test_unknown_corpus():
     with pytest.raises(KeyError, match="known: hotel, waimai, shopping"):
-        data.fetch("imdb")
+        corpora.fetch("imdb")
 
 
 def test_load_hotel_is_clean(hotel):
@@ -93,14 +95,14 @@ def test_load_hotel_reports_the_empty_review(capsys):
 def test_csv_without_expected_columns(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("sentiment,text\n1,很好\n", encoding="utf-8")
-    with pytest.raises(data.DataError, match=r"lacks column\(s\) \['label', 'review'\]"):
+    with pytest.raises(corpora.DataError, match=r"lacks column\(s\) \['label', 'review'\]"):
         data.read_labelled_csv(path)
 
 
 def test_csv_with_bad_labels_and_bom_header(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_bytes("\ufefflabel,review\n1,很好\n2,一般\n".encode())
-    with pytest.raises(data.DataError, match="label must be 0 or 1"):
+    with pytest.raises(corpora.DataError, match="label must be 0 or 1"):
         data.read_labelled_csv(path)
     path.write_bytes("\ufefflabel,review\n1,\ufeff 很好 \n0,   \n".encode())
     frame, n_empty = data.read_labelled_csv(path)
@@ -152,16 +154,23 @@ def test_pretraining_corpus_sample_is_seeded(hotel_split):
 
 
 def test_fetch_all_cli(capsys):
-    assert data.main(["fetch-all"]) == 0
-    assert data.main(["nonsense"]) == 2
+    assert corpora.main(["fetch-all"]) == 0
+    assert corpora.main(["nonsense"]) == 2
+
+
+def test_python_m_nblib_data_is_the_fetch_command():
+    """The Makefile and the README call `python -m nblib.data fetch-all`: it must reach corpora.main."""
+    proc = subprocess.run([sys.executable, "-m", "nblib.data", "nonsense"], capture_output=True, text=True,
+                          timeout=120, cwd=corpora.REPO_ROOT)
+    assert proc.returncode == 2 and "usage: python -m nblib.data fetch-all|fetch-tasks" in proc.stderr
 
 
 def test_mirror_copy_is_byte_exact(tmp_path, empty_data_dir, monkeypatch):
     mirror = tmp_path / "m"
-    shutil.copytree(data.REPO_ROOT / "data" / "raw", mirror)
+    shutil.copytree(corpora.REPO_ROOT / "data" / "raw", mirror)
     monkeypatch.setenv("NBLIB_DATA_MIRROR", str(mirror))
-    for name in data.CORPORA:
-        assert data.sha256_of(data.fetch(name, progress=False)) == data.CORPORA[name].sha256
+    for name in corpora.CORPORA:
+        assert corpora.sha256_of(corpora.fetch(name, progress=False)) == corpora.CORPORA[name].sha256
 
 
 # The out-of-domain test is fixed like the split.

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nblib import bert, pairs, spans, tagging, tasks, text
-from nblib.data import BIO_TAGS, QAExample, TaggedSentence
+from nblib.task_data import BIO_TAGS, QAExample, TaggedSentence
 from nblib.electra import ElectraDiscriminator
 from nblib.presets import get_preset
 
