@@ -49,7 +49,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +70,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fused+lean": {"adamw": "fused", "lean_logging": True},
     "bf16+fused+lean": {"precision": "bf16-mixed", "adamw": "fused", "lean_logging": True},
 }
-# What this benchmark recommends per model (decided by its own measurements: see the report).
+# What this benchmark recommends per model, from its own runs on the 2-core EPYC (avx512_bf16, no
+# AMX; 2026-12-03, busy machine, --threads 1 --clock cpu): bf16 paid for BERT and GPT (matmuls ~2×
+# faster in bf16 once attention stays fp32), fused AdamW and lean logging a few % each.
 NEW: dict[str, str] = {"elmo": "fused+lean", "bert": "bf16+fused+lean", "gpt": "bf16+fused+lean"}
 ELMO_CELL = 256  # lesson 02's parameter ELMO_CELL: the LSTM cells it pretrains outside smoke
 
@@ -84,14 +86,14 @@ class Subject:
     datamodule: datamodules.LanguageModelDataModule
 
 
-def subjects(preset: Preset, names: list[str], elmo_cell: int | None) -> list[Subject]:
-    """The lessons' pretraining set-ups (02_elmo, 03_bert with its defaults, 04_gpt), seed 0."""
+def subjects(preset: Preset, names: list[str], elmo_cell: int | None) -> Iterator[Subject]:
+    """The lessons' pretraining set-ups (02_elmo, 03_bert with its defaults, 04_gpt), seed 0, each
+    made when its turn comes (ELMo's word vocabulary runs jieba over the whole corpus)."""
     corpus = data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=0)
     chars = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
     n_heldout = max(1, len(corpus) // 100)
     train, heldout = corpus[:-n_heldout], corpus[-n_heldout:]
     B, L = preset.pretrain_batch_size, preset.pretrain_seq_len
-    out = []
     for name in names:
         if name == "bert":
             collate = bert.make_collate(chars, L, nsp=False, whole_word=False)
@@ -116,8 +118,7 @@ def subjects(preset: Preset, names: list[str], elmo_cell: int | None) -> list[Su
         else:
             raise SystemExit(f"unknown model {name!r}; use elmo, bert, gpt")
         dm = datamodules.LanguageModelDataModule(train, heldout, collate, B, seed=0, chars_read=read)
-        out.append(Subject(name, build, dm))
-    return out
+        yield Subject(name, build, dm)
 
 
 class StepClock(pl.Callback):
@@ -203,13 +204,15 @@ def main() -> None:
     print(f"matmul peak (2048² torch.mm): fp32 {peaks[torch.float32] / 1e9:,.1f} GFLOP/s, "
           f"bf16 {peaks[torch.bfloat16] / 1e9:,.1f} GFLOP/s "
           f"(CPU bf16 support: {torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()})")
-    t0 = time.perf_counter()
     todo = subjects(preset, names, args.elmo_cell or None)
-    print(f"corpus, tokenizers and data modules: {time.perf_counter() - t0:.0f} s")
 
     summary = []
     with tempfile.TemporaryDirectory() as run_dir:
-        for subject in todo:
+        while True:
+            t0 = time.perf_counter()
+            subject = next(todo, None)
+            if subject is None:
+                break
             variants = [NEW[subject.name] if v == "new" else v for v in wanted]
             variants = list(dict.fromkeys(variants))  # "new" may be one of the others
             models = {}
@@ -223,7 +226,8 @@ def main() -> None:
                 if len(lengths) == 100:
                     break
             print(f"\n{subject.name}: {n_params:,} parameters; first 100 batches of the grouped order: "
-                  f"{1 - statistics.mean(lengths):.1%} padding")
+                  f"{1 - statistics.mean(lengths):.1%} padding; set-up (corpus, tokenizers) "
+                  f"{time.perf_counter() - t0:.0f} s")
             seconds: dict[str, list[float]] = {v: [] for v in variants}
             tokens: dict[str, list[int]] = {v: [] for v in variants}
             for v in variants:  # warm-up fit: first-call kernels, allocator, Lightning imports
@@ -238,13 +242,13 @@ def main() -> None:
             best = {v: max(n / s for n, s in zip(tokens[v], seconds[v], strict=True)) for v in variants}
             median = {v: statistics.median(n / s for n, s in zip(tokens[v], seconds[v], strict=True))
                       for v in variants}
-            print(f"  {'variant':12s} {'tokens/s best':>14s} {'median':>8s} {'× today':>8s} "
+            print(f"  {'variant':16s} {'tokens/s best':>14s} {'median':>8s} {'× today':>8s} "
                   f"{'per-round median':>16s} {'MFU':>6s}")
             for v in variants:
                 per_round = [seconds["today"][i] / seconds[v][i] for i in range(len(seconds[v]))]
                 peak = peaks[torch.bfloat16 if "precision" in VARIANTS[v] else torch.float32]
                 mfu = 6 * n_params * best[v] / peak
-                print(f"  {v:12s} {best[v]:14,.0f} {median[v]:8,.0f} {best[v] / best['today']:8.2f} "
+                print(f"  {v:16s} {best[v]:14,.0f} {median[v]:8,.0f} {best[v] / best['today']:8.2f} "
                       f"{statistics.median(per_round):16.2f} {mfu:6.1%}")
             new = NEW[subject.name]
             if new in variants:
@@ -252,11 +256,11 @@ def main() -> None:
 
     if summary:
         print(f"\nsummary (best rounds; MFU against the fp32 / bf16 matmul peak), {time.perf_counter() - started:.0f} s")
-        print(f"  {'model':6s} {'new':12s} {'today tok/s':>11s} {'new tok/s':>10s} {'ratio':>6s} "
+        print(f"  {'model':6s} {'new':16s} {'today tok/s':>11s} {'new tok/s':>10s} {'ratio':>6s} "
               f"{'MFU today':>9s} {'MFU new':>8s}")
         for name, new, today, fast, n in summary:
             peak = peaks[torch.bfloat16 if "precision" in VARIANTS[new] else torch.float32]
-            print(f"  {name:6s} {new:12s} {today:11,.0f} {fast:10,.0f} {fast / today:6.2f} "
+            print(f"  {name:6s} {new:16s} {today:11,.0f} {fast:10,.0f} {fast / today:6.2f} "
                   f"{6 * n * today / peaks[torch.float32]:9.1%} {6 * n * fast / peak:8.1%}")
 
 
