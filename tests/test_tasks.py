@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from nblib import bert, pairs, spans, tagging, tasks, text
-from nblib.task_data import BIO_TAGS, QAExample, TaggedSentence
 from nblib.electra import ElectraDiscriminator
 from nblib.presets import get_preset
+from nblib.task_data import BIO_TAGS, QAExample, TaggedSentence
 
 CHARS = "北京上海是中国的首都城市大学我在工作小明和华去了公司"
 
