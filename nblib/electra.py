@@ -19,7 +19,7 @@ Contents, in reading order:
    replaced-token labels, with the equal-sample rule), ``share_of_positions_with_a_loss``.
 4. Hugging Face weights: ``ElectraDiscriminator.from_hf`` / ``to_hf`` for ``ElectraForPreTraining``
    and bare ``ElectraModel`` checkpoints (factorised embeddings included), and ``load_electra``
-   (tokenizer + discriminator from a folder or a hub name, as ``nblib.finetune.load_bert``).
+   (tokenizer + discriminator from a folder or a hub name, as ``nblib.pretrained.load_bert``).
 """
 
 from __future__ import annotations
@@ -390,7 +390,7 @@ def load_electra(name_or_path: str | Path) -> tuple[Any, ElectraDiscriminator]:
 
     ``name_or_path``: a local folder (config.json, weights, vocab.txt / tokenizer.json) or a hub
     name such as ``hfl/chinese-electra-180g-small-discriminator``, found the way
-    ``nblib.finetune.resolve_checkpoint`` finds BERT checkpoints (cache first; offline, an error
+    ``nblib.hub.resolve_checkpoint`` finds BERT checkpoints (cache first; offline, an error
     that gives the download command). A generator checkpoint, another model type, a missing
     encoder weight or a tokenizer larger than the embedding table raise, naming what is wrong.
     """

@@ -1,6 +1,6 @@
 """Finding a Hugging Face checkpoint: a local folder, the Hugging Face cache, then the hub.
 
-Introduced in notebook 07_pretrained_checkpoints (``resolve_checkpoint``); ``nblib.finetune``'s
+Introduced in notebook 07_pretrained_checkpoints (``resolve_checkpoint``); ``nblib.pretrained``'s
 loaders and ``nblib.electra.load_electra`` find their checkpoints here. Offline
 (``HF_HUB_OFFLINE``) nothing touches the network; a checkpoint that cannot be found is a
 :class:`CheckpointNotFoundError` that says how to download it. Reading the weights once found is

@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +46,11 @@ def student_text(lesson: Path) -> str:
     """The student version of one lesson as notebook JSON text (solutions and outputs removed)."""
     from nblib.grading.strip import student_notebook
 
-    nb = nbformat.read(lesson, as_version=4)
-    return nbformat.writes(student_notebook(nb, str(lesson))) + "\n"
+    nb = student_notebook(nbformat.read(lesson, as_version=4), str(lesson))
+    # JupyterLab copies the kernel's language_info into a notebook when the kernel starts and marks
+    # it modified when they differ: the learner's copy carries the Python that `make lab` runs.
+    nb.metadata.setdefault("language_info", {})["version"] = platform.python_version()
+    return nbformat.writes(nb) + "\n"
 
 
 def _sha(text: str | bytes) -> str:

@@ -74,3 +74,16 @@ def test_every_lesson_gets_a_copy(tmp_path: Path) -> None:
     assert names == {p.name for p in lab.NOTEBOOKS_DIR.glob("[0-9][0-9]*_*.ipynb")}
     for a in actions:
         assert "### BEGIN SOLUTION" not in a.path.read_text()
+
+
+def test_copy_carries_the_python_the_kernel_reports(tmp_path: Path) -> None:
+    # JupyterLab marks a notebook modified on opening when its language_info differs from the kernel's
+    import platform
+
+    lesson = _lesson_copy(tmp_path)
+    nb = nbformat.read(lesson, as_version=4)
+    nb.metadata["language_info"]["version"] = "2.7.0"
+    nbformat.write(nb, lesson)
+    lab.prepare(tmp_path / "lab", [lesson])
+    copy = nbformat.read(tmp_path / "lab" / lesson.name, as_version=4)
+    assert copy.metadata["language_info"]["version"] == platform.python_version()
