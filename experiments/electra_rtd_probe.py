@@ -1,0 +1,41 @@
+"""Does lesson 03b's ELECTRA discriminator learn at the small size? A short pretraining at a given rate.
+
+Builds the model and data exactly as notebook 03b_electra does (small preset, generator 1/4, lambda 50, pre-LN)
+and pretrains ``STEPS`` steps at ``LR``; the Lightning CSV under ``$NBLIB_RUNS_DIR/small/pretrain/electra``
+has ``train_rtd_acc`` and ``train_replaced_share`` per step (a discriminator stuck at the base rate has
+rtd_acc = 1 - replaced_share). See docs/experiments.md, lesson 03b.
+
+Run: NBLIB_RUNS_DIR=/tmp/probe NBLIB_DATA_MIRROR=/work/shared/data .venv/bin/python experiments/electra_rtd_probe.py 1e-3 1500
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from nblib import bert, data, datamodules, electra, pretraining, text
+from nblib.presets import get_preset
+
+
+def main(lr: float, steps: int) -> None:
+    preset = get_preset("small")
+    preset.configure_torch()
+    corpus = data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=0)
+    tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
+    config = electra.ElectraConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True,
+                                               generator_size=0.25, rtd_weight=50.0, pre_ln=True)
+    n_heldout = max(1, len(corpus) // 100)
+    lm_data = datamodules.LanguageModelDataModule(
+        corpus[:-n_heldout], corpus[-n_heldout:], bert.make_collate(tokenizer, preset.pretrain_seq_len),
+        preset.pretrain_batch_size, seed=0, chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
+    torch.manual_seed(0)
+    model = electra.ElectraForPreTraining(config)
+    info = pretraining.pretrain(model, lm_data, preset, "electra", seed=0, max_steps=steps, lr=lr,
+                                recipe={"probe_lr": lr})
+    print("lr", lr, "steps", steps, "held-out", json.dumps(info.get("val")))
+
+
+if __name__ == "__main__":
+    main(float(sys.argv[1]), int(sys.argv[2]))
