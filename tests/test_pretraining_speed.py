@@ -127,8 +127,8 @@ def test_bert_mlm_loss_under_bf16_is_close_to_fp32():
     labels = torch.full_like(ids, -100)
     labels[:, 2:7] = ids[:, 2:7]
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    fp32 = model.pretraining_step(batch)["loss"]
+    fp32 = model.pretraining_step(batch)["loss"].detach()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        bf16 = model.pretraining_step(batch)["loss"]
+        bf16 = model.pretraining_step(batch)["loss"].detach()
     assert bf16.dtype == torch.float32 and float(bf16) != float(fp32)
     torch.testing.assert_close(bf16, fp32, rtol=2e-2, atol=2e-2)
