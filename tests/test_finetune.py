@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from tiny_checkpoints import make_tiny_checkpoints
+from tiny_checkpoints import make_tiny_checkpoints, make_tiny_electra
 
 from nblib import finetune, hf_tokenizer, hub, pretrained, records
 from nblib.bert import CheckpointMismatchError
@@ -236,25 +236,8 @@ def test_hf_collate_batches(tiny):
         hf_tokenizer.HFCollate(tokenizer, max_length=2)
 
 
-def _tiny_electra(bert_dir: Path, folder: Path) -> Path:
-    """A tiny random HF ELECTRA discriminator with factorised embeddings and the tiny BERT vocabulary."""
-    import transformers
-    from tiny_checkpoints import scramble
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = (bert_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    config = transformers.ElectraConfig(vocab_size=len(vocab), embedding_size=16, hidden_size=32,
-                                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                        max_position_embeddings=512, pad_token_id=0)
-    scramble(transformers.ElectraForPreTraining(config), seed=5).save_pretrained(folder)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        if (bert_dir / name).exists():
-            shutil.copy(bert_dir / name, folder / name)
-    return folder
-
-
 def test_cli_fine_tunes_an_electra_discriminator(tiny, csvs, tmp_path, runs_tmp):
-    electra_dir = _tiny_electra(tiny[0], tmp_path / "electra-tiny")
+    electra_dir = make_tiny_electra(tiny[0], tmp_path / "electra-tiny")
     out = tmp_path / "out-electra"
     assert finetune.main(_cli_args(electra_dir, csvs, out)) == 0
     record = records.load_record(out / "result.json")

@@ -3,9 +3,10 @@ AdamW's foreach/fused implementations, lean logging. Each must do what it says a
 
 import pytest
 import torch
+from test_train import toy_datamodule
 from torch import nn
 
-from nblib import bert, datamodules, layers, pretraining
+from nblib import bert, layers, pretraining
 from nblib.presets import get_preset
 
 PRESET = get_preset("smoke").replace(pretrain_chars=16 * 4 * 12, pretrain_seq_len=4, pretrain_batch_size=16,
@@ -29,20 +30,10 @@ class ProbeLM(nn.Module):
         return {"loss": loss, "double": 2 * loss.detach()}
 
 
-def toy_data():
-    texts = [[i % 20, (i + 1) % 20, (i + 2) % 20, (i + 3) % 20] for i in range(200)]
-
-    def collate(items):
-        ids = torch.tensor(items)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids, dtype=torch.bool)}
-
-    return datamodules.LanguageModelDataModule(texts, texts[:32], collate, batch_size=16)
-
-
 def trained(name: str, **speed) -> tuple[ProbeLM, dict]:
     torch.manual_seed(0)
     model = ProbeLM()
-    return model, pretraining.pretrain(model, toy_data(), PRESET, name, **speed)
+    return model, pretraining.pretrain(model, toy_datamodule(), PRESET, name, **speed)
 
 
 def test_bf16_runs_every_step_under_autocast_and_is_its_own_cache_key(runs_tmp):
@@ -74,7 +65,7 @@ def test_adamw_implementations_give_the_same_weights(runs_tmp):
     # and the optimiser really is the one asked for
     module, trainer = pretraining.pretraining_trainer(ProbeLM(), PRESET, runs_tmp / "x", max_steps=2,
                                                       adamw="fused")
-    trainer.fit(module, datamodule=toy_data())
+    trainer.fit(module, datamodule=toy_datamodule())
     group = trainer.optimizers[0].param_groups[0]
     assert group["fused"] is True and not group["foreach"]
     with pytest.raises(ValueError, match="adamw='fast'"):
@@ -91,7 +82,7 @@ def test_lean_logging_changes_no_number_and_logs_the_same_rows(runs_tmp):
                                                                                _log(name, value, **kw))
         torch.manual_seed(0)
         module.model.load_state_dict(ProbeLM().state_dict())
-        trainer.fit(module, datamodule=toy_data())
+        trainer.fit(module, datamodule=toy_datamodule())
         metrics = (runs_tmp / str(lean) / "logs" / "version_0" / "metrics.csv").read_text()
         logged[lean] = (calls, metrics, [h["loss"] for h in module.history], float(trainer.callback_metrics["train_loss"]))
     (full_calls, full_csv, full_history, full_last), (lean_calls, lean_csv, lean_history, lean_last) = logged[False], logged[True]
