@@ -81,6 +81,8 @@ class Preset:
     qa_doc_stride: int = 48  # passage characters between the starts of two windows (see test_tasks)
     qa_max_answer_len: int = 30  # longest answer span considered, in characters
     task_epochs: int = 1
+    # fine-tuning rate of the three tasks (None: BERT's sentiment rate, ``finetune_lr_for("bert", ...)``)
+    task_lr: float | None = None
     task_seeds: tuple[int, ...] = (0,)  # tagging and pairs
     qa_seeds: tuple[int, ...] = (0,)  # span extraction (its windows cost the most)
 
@@ -103,6 +105,10 @@ class Preset:
         rates = dict(self.finetune_lrs)
         init = variant.split("-")[0]
         return rates.get(f"{model}-{init}", rates.get(model, self.finetune_lr))
+
+    def task_lr_for(self, variant: str) -> float:
+        """Lesson 08's fine-tuning rate for BERT's ``variant``: ``task_lr`` when set, else BERT's."""
+        return self.finetune_lr_for("bert", variant) if self.task_lr is None else self.task_lr
 
     def few_label_epochs(self, n_labels: int) -> int:
         """Epochs of a label-efficiency run on ``n_labels`` reviews: an epoch of 100 reviews is three
