@@ -122,7 +122,24 @@ class Preset:
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ValueError(f"unknown preset field(s) {unknown}; known: {sorted(known)}")
-        return dataclasses.replace(self, **changes)
+        checked = {name: _checked_value(name, getattr(self, name), value) for name, value in changes.items()}
+        return dataclasses.replace(self, **checked)
+
+
+def _checked_value(name: str, current: object, value: object) -> object:
+    """``value`` for the field ``name`` that holds ``current``: a list becomes a tuple where the field
+    holds one (papermill's YAML gives lists), an int a float where it holds one; a value of another
+    kind (YAML reads ``1e-3`` as the string '1e-3') raises, naming the field."""
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    numeric = (int, float)
+    if isinstance(value, str) and (current is None or isinstance(current, numeric)) or (
+            isinstance(current, numeric) and value is not None and not isinstance(value, numeric)):
+        raise ValueError(f"preset field {name!r} holds {type(current).__name__} values such as {current!r}; "
+                         f"got {value!r} ({type(value).__name__}). In YAML write 1.0e-3, not 1e-3.")
+    return value
 
 
 PRESETS: dict[str, Preset] = {

@@ -69,3 +69,15 @@ def test_fine_tuning_rates_per_model_live_in_the_preset():
     assert {smoke.finetune_lr_for(m, v) for m in ("elmo", "gpt") for v in ("pretrained", "random")} == {
         smoke.finetune_lr}
     hash(small)  # still a frozen, hashable preset
+
+
+def test_replace_refuses_a_value_of_another_kind_and_converts_yaml_lists():
+    smoke = get_preset("smoke")
+    with pytest.raises(ValueError, match="task_lr.*1.0e-3"):
+        smoke.replace(task_lr="1e-3")  # what YAML makes of 1e-3
+    with pytest.raises(ValueError, match="finetune_lr"):
+        smoke.replace(finetune_lr="fast")
+    changed = smoke.replace(task_seeds=[0, 1], finetune_lr=1, task_lr=1.0e-3)
+    assert changed.task_seeds == (0, 1) and isinstance(changed.finetune_lr, float)
+    assert changed.task_lr_for("random") == 1.0e-3
+    assert smoke.task_lr_for("random") == smoke.finetune_lr_for("bert", "random")
