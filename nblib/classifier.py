@@ -270,9 +270,11 @@ def make_trainer(
         )
     if precision is None:
         precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    epochs = max_epochs if max_epochs is not None else (-1 if max_steps > 0 else preset.finetune_epochs)
     return pl.Trainer(
         default_root_dir=run_dir,
-        max_epochs=max_epochs if max_epochs is not None else (-1 if max_steps > 0 else preset.finetune_epochs),
+        max_epochs=epochs,
+        check_val_every_n_epoch=preset.val_every(epochs) if epochs > 0 and val_check_interval is None else 1,
         max_steps=max_steps,
         accelerator=accelerator,
         devices=devices,

@@ -58,6 +58,9 @@ class Preset:
     # where they differ from `finetune_lr`: lesson 02's and 04's grids on `small`. finetune_lr_for reads them.
     finetune_lrs: tuple[tuple[str, float], ...] = ()
     label_counts: tuple[int, ...] = field(default=(100, 300, 1000))  # label-efficiency curve
+    # optimiser steps a label-efficiency run takes at least (None: until ~3,000 reviews, <= 10 epochs)
+    few_label_min_steps: int | None = None
+    max_val_checks: int = 10  # a fine-tuning run validates at most this often (every few epochs if longer)
     # seeds of the ablations (GPT without its auxiliary LM loss, ELMo's frozen biLM); the main
     # pretrained-vs-random comparison always uses `seeds`. None: the same as `seeds`.
     ablation_seeds: tuple[int, ...] | None = None
@@ -111,10 +114,23 @@ class Preset:
         return self.finetune_lr_for("bert", variant) if self.task_lr is None else self.task_lr
 
     def few_label_epochs(self, n_labels: int) -> int:
-        """Epochs of a label-efficiency run on ``n_labels`` reviews: an epoch of 100 reviews is three
-        optimiser steps, so small subsets train longer, until ~3,000 reviews are seen (at most 10
-        epochs, never fewer than the preset's). Pretrained and random init get the same number."""
-        return max(self.finetune_epochs, min(10, math.ceil(3000 / max(1, n_labels))))
+        """Epochs of a label-efficiency run on ``n_labels`` reviews. Today's rule: until ~3,000
+        reviews are seen, at most 10 epochs, never fewer than the preset's (an epoch of 100 reviews is
+        four optimiser steps). With ``few_label_min_steps`` set, instead at least that many optimiser
+        steps. The count is rounded up to a whole number of validation intervals
+        (:meth:`val_every`), so the last epoch is validated. Pretrained and random init get the same."""
+        if self.few_label_min_steps is None:
+            epochs = max(self.finetune_epochs, min(10, math.ceil(3000 / max(1, n_labels))))
+        else:
+            per_epoch = math.ceil(max(1, n_labels) / self.finetune_batch_size)
+            epochs = max(self.finetune_epochs, math.ceil(self.few_label_min_steps / per_epoch))
+        every = self.val_every(epochs)
+        return every * math.ceil(epochs / every)
+
+    def val_every(self, epochs: int) -> int:
+        """Validate every this many epochs, so that a run of ``epochs`` validates at most
+        ``max_val_checks`` times (model selection keeps the best of those)."""
+        return max(1, math.ceil(epochs / self.max_val_checks))
 
     def replace(self, **changes: object) -> Preset:
         """A copy with some fields changed; an unknown field name is an error, not a silent no-op."""

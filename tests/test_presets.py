@@ -81,3 +81,13 @@ def test_replace_refuses_a_value_of_another_kind_and_converts_yaml_lists():
     assert changed.task_seeds == (0, 1) and isinstance(changed.finetune_lr, float)
     assert changed.task_lr_for("random") == 1.0e-3
     assert smoke.task_lr_for("random") == smoke.finetune_lr_for("bert", "random")
+
+
+def test_few_label_min_steps_and_validation_interval():
+    small = get_preset("small").replace(few_label_min_steps=150)
+    # 100 reviews at batch 32 are 4 steps an epoch: 38 epochs for 150 steps, validated every 4th
+    # epoch (at most 10 checks), so rounded up to 40 epochs and the last epoch is validated
+    assert small.val_every(38) == 4 and small.few_label_epochs(100) == 40
+    assert small.few_label_epochs(300) == 16  # 10 steps an epoch: 15 epochs, every 2nd validated → 16
+    assert small.few_label_epochs(1000) == 5 and small.val_every(5) == 1
+    assert small.few_label_epochs(6213) == small.finetune_epochs  # never fewer than the preset's
