@@ -226,6 +226,10 @@ PRESETS: dict[str, Preset] = {
         # chosen on validation macro-F1 from each lesson's grid (seed 0, two epochs; docs/experiments.md):
         # lesson 02's biLM per init, lesson 04's GPT (both inits pick 5e-4 of {2e-4, 5e-4, 1e-3})
         finetune_lrs=(("elmo-pretrained", 1e-3), ("elmo-random", 1e-2), ("gpt", 5e-4)),
+        # label-efficiency runs take at least 150 optimiser steps: at <= 10 epochs (40 steps for 100 labels)
+        # BERT's pretrained and random runs alike stayed at the majority class on validation; at 160 steps
+        # both left it (experiments/few_label_probe.py, seed 0; docs/experiments.md, lesson 03)
+        few_label_min_steps=150,
         ablation_seeds=(0,),
         num_threads=2,  # the 2-core reference machine's count, fixed so every machine sums alike
         # lesson 08: sub-sampled so that the lesson fits in ~20 min on 2 cores (10.1 min measured at 2

@@ -27,8 +27,8 @@ def test_smoke_is_small_and_small_uses_all_data():
     assert len(small.seeds) == 3
 
 
-def test_few_label_epochs_see_about_3000_reviews_within_bounds():
-    small = get_preset("small")
+def test_few_label_epochs_without_a_step_floor_see_about_3000_reviews_within_bounds():
+    small = get_preset("small").replace(few_label_min_steps=None)
     assert small.few_label_epochs(100) == 10  # capped: 30 epochs would be needed for 3,000
     assert small.few_label_epochs(300) == 10
     assert small.few_label_epochs(1000) == 3
@@ -84,7 +84,8 @@ def test_replace_refuses_a_value_of_another_kind_and_converts_yaml_lists():
 
 
 def test_few_label_min_steps_and_validation_interval():
-    small = get_preset("small").replace(few_label_min_steps=150)
+    small = get_preset("small")
+    assert small.few_label_min_steps == 150  # small's choice on validation (experiments/few_label_probe.py)
     # 100 reviews at batch 32 are 4 steps an epoch: 38 epochs for 150 steps, validated every 4th
     # epoch (at most 10 checks), so rounded up to 40 epochs and the last epoch is validated
     assert small.val_every(38) == 4 and small.few_label_epochs(100) == 40
