@@ -60,11 +60,13 @@ def main() -> None:
     unigram = torch.tensor([float(counts.get(tok, 0)) for tok in tokenizer.id_to_token])
     draws = torch.Generator().manual_seed(0)
     gaps: list[float] = []
+    mlm_losses: list[float] = []  # the generator's, with the generator source
     for step in range(args.steps):
         batch = collate([corpus[i] for i in torch.randint(len(corpus), (12,), generator=draws).tolist()])
         if args.source == "generator":
             out = model.pretraining_step(batch)
             loss, rtd_loss, share = out["loss"], out["rtd_loss"], float(out["replaced_share"])
+            mlm_losses.append(float(out["mlm_loss"]))
         else:
             masked, labels = batch["input_ids"], batch["labels"]
             real, selected = batch["attention_mask"].bool(), labels != bert.IGNORE_INDEX
@@ -81,6 +83,8 @@ def main() -> None:
         optimizer.step()
         entropy = -(share * math.log(share) + (1 - share) * math.log(1 - share))
         gaps.append(entropy - float(rtd_loss.detach()))
+        if args.source == "generator" and step + 1 in (1, 25, 50):
+            print(f"generator MLM loss at step {step + 1}: {mlm_losses[-1]:.2f} nats", flush=True)
         if (step + 1) % 100 == 0:
             print(f"{args.source} steps {step - 98}-{step + 1}: mean H(share) - RTD loss = "
                   f"{sum(gaps[-100:]) / 100:+.4f} nats", flush=True)
