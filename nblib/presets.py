@@ -114,8 +114,8 @@ class Preset:
         return self.finetune_lr_for("bert", variant) if self.task_lr is None else self.task_lr
 
     def few_label_epochs(self, n_labels: int) -> int:
-        """Epochs of a label-efficiency run on ``n_labels`` reviews. Today's rule: until ~3,000
-        reviews are seen, at most 10 epochs, never fewer than the preset's (an epoch of 100 reviews is
+        """Epochs of a label-efficiency run on ``n_labels`` reviews. Without ``few_label_min_steps``:
+        until ~3,000 reviews are seen, at most 10 epochs, never fewer than the preset's (an epoch of 100 reviews is
         four optimiser steps). With ``few_label_min_steps`` set, instead at least that many optimiser
         steps. The count is rounded up to a whole number of validation intervals
         (:meth:`val_every`), so the last epoch is validated. Pretrained and random init get the same."""
@@ -134,26 +134,29 @@ class Preset:
 
     def replace(self, **changes: object) -> Preset:
         """A copy with some fields changed; an unknown field name is an error, not a silent no-op."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
+        kinds = {f.name: str(f.type) for f in dataclasses.fields(self)}  # field name -> its annotation
+        unknown = sorted(set(changes) - set(kinds))
         if unknown:
-            raise ValueError(f"unknown preset field(s) {unknown}; known: {sorted(known)}")
-        checked = {name: _checked_value(name, getattr(self, name), value) for name, value in changes.items()}
+            raise ValueError(f"unknown preset field(s) {unknown}; known: {sorted(kinds)}")
+        checked = {name: _checked_value(name, kinds[name], getattr(self, name), value)
+                   for name, value in changes.items()}
         return dataclasses.replace(self, **checked)
 
 
-def _checked_value(name: str, current: object, value: object) -> object:
-    """``value`` for the field ``name`` that holds ``current``: a list becomes a tuple where the field
-    holds one (papermill's YAML gives lists), an int a float where it holds one; a value of another
-    kind (YAML reads ``1e-3`` as the string '1e-3') raises, naming the field."""
-    if isinstance(current, tuple) and isinstance(value, list):
-        value = tuple(value)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    numeric = (int, float)
-    if isinstance(value, str) and (current is None or isinstance(current, numeric)) or (
-            isinstance(current, numeric) and value is not None and not isinstance(value, numeric)):
-        raise ValueError(f"preset field {name!r} holds {type(current).__name__} values such as {current!r}; "
+def _checked_value(name: str, kind: str, current: object, value: object) -> object:
+    """``value`` for the field ``name`` declared as ``kind`` (its annotation) that holds ``current``:
+    a list becomes a tuple where the field holds tuples (papermill's YAML gives lists), an int a float
+    where it holds floats; a value of another kind (YAML reads ``1e-3`` as the string '1e-3') raises,
+    naming the field."""
+    if "tuple" in kind:  # tuple[int, ...], tuple[...] | None
+        value = tuple(value) if isinstance(value, list) else value
+        wrong = value is not None and not isinstance(value, tuple)
+    else:  # int, float, each maybe | None
+        if "float" in kind and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        wrong = ("int" in kind or "float" in kind) and value is not None and not isinstance(value, (int, float))
+    if wrong:
+        raise ValueError(f"preset field {name!r} holds {kind} values such as {current!r}; "
                          f"got {value!r} ({type(value).__name__}). In YAML write 1.0e-3, not 1e-3.")
     return value
 

@@ -77,8 +77,12 @@ def test_replace_refuses_a_value_of_another_kind_and_converts_yaml_lists():
         smoke.replace(task_lr="1e-3")  # what YAML makes of 1e-3
     with pytest.raises(ValueError, match="finetune_lr"):
         smoke.replace(finetune_lr="fast")
-    changed = smoke.replace(task_seeds=[0, 1], finetune_lr=1, task_lr=1.0e-3)
+    with pytest.raises(ValueError, match="task_seeds"):
+        smoke.replace(task_seeds=0)
+    changed = smoke.replace(task_seeds=[0, 1], ablation_seeds=[3], finetune_lr=1, task_lr=1.0e-3)
     assert changed.task_seeds == (0, 1) and isinstance(changed.finetune_lr, float)
+    assert changed.ablation_seeds == (3,)  # a tuple | None field: a tuple too, so the preset stays hashable
+    hash(changed)
     assert changed.task_lr_for("random") == 1.0e-3
     assert smoke.task_lr_for("random") == smoke.finetune_lr_for("bert", "random")
 
