@@ -27,7 +27,7 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 
-from nblib import bert, data, electra, text
+from nblib import bert, data, electra, inference, pretraining, text
 from nblib.presets import get_preset
 
 
@@ -39,17 +39,26 @@ def main() -> None:
     parser.add_argument("--generator-size", type=float, default=0.25)
     parser.add_argument("--unshared", action="store_true")
     parser.add_argument("--generator-lr-scale", type=float, default=1.0)
+    parser.add_argument("--init-from-mlm", action="store_true",
+                        help="start the discriminator's encoder from lesson 03's MLM-pretrained BERT "
+                             "(runs/small/pretrain/bert.pt; its vocabulary): does an encoder that already "
+                             "reads context learn to detect replacements?")
     args = parser.parse_args()
 
     preset = get_preset("small")
     preset.configure_torch()
     corpus = data.pretraining_corpus(max_texts=20_000, seed=0)  # a fixed 20k-text part: the probe's data
     tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
+    if args.init_from_mlm:
+        mlm_bert, info = pretraining.load_pretrained(preset, "bert")
+        tokenizer = inference.tokenizer_from_vocabulary(next(iter(info["tokenizers"].values())))
     config = electra.ElectraConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True, pre_ln=True,
                                                generator_size=args.generator_size)
     collate = bert.make_collate(tokenizer, preset.pretrain_seq_len)
     torch.manual_seed(0)
     model = electra.ElectraForPreTraining(config)
+    if args.init_from_mlm:
+        model.discriminator.bert.load_state_dict(mlm_bert.bert.state_dict())  # embeddings shared with the generator
     if args.unshared:
         model.generator.bert.embeddings = copy.deepcopy(model.discriminator.bert.embeddings)
     shared = {id(p) for p in model.discriminator.parameters()}

@@ -11,7 +11,7 @@ on the same stratified subsets lesson 03 uses (``datamodules.subsample``, seed 0
 It prints validation accuracy and macro-F1 (never test: the choice is made on validation) and the
 seconds of each run. Records go to a scratch folder, not to ``runs/<preset>/``.
 
-Run: NBLIB_DATA_MIRROR=/work/shared/data .venv/bin/python experiments/few_label_probe.py 150
+Run: NBLIB_DATA_MIRROR=/work/shared/data .venv/bin/python experiments/few_label_probe.py 150 [COUNTS ...]
 (in a checkout whose runs/small/pretrain/bert.pt exists; see docs/experiments.md, lesson 03).
 """
 
@@ -53,4 +53,6 @@ def main(min_steps: int, counts: tuple[int, ...] = (100, 300)) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 150)
+    # e.g. `few_label_probe.py 300 1000`: a floor of 300 steps, probed at 1,000 labels only
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 150,
+         tuple(int(n) for n in sys.argv[2:]) or (100, 300))

@@ -94,5 +94,9 @@ def test_few_label_min_steps_and_validation_interval():
     # epoch (at most 10 checks), so rounded up to 40 epochs and the last epoch is validated
     assert small.val_every(38) == 4 and small.few_label_epochs(100) == 40
     assert small.few_label_epochs(300) == 16  # 10 steps an epoch: 15 epochs, every 2nd validated → 16
-    assert small.few_label_epochs(1000) == 5 and small.val_every(5) == 1
-    assert small.few_label_epochs(6213) == small.finetune_epochs  # never fewer than the preset's
+    assert small.few_label_min_epochs == 10  # and at least 10 epochs (1,000 labels: 5 left the twin at majority)
+    assert small.few_label_epochs(1000) == 10 and small.val_every(10) == 1
+    assert small.replace(few_label_min_epochs=None).few_label_epochs(1000) == 5  # 150 steps alone
+    # a label-efficiency run on all 6,213 reviews would also take 10 epochs (the main run takes the preset's 2)
+    assert small.few_label_epochs(6213) == 10
+    assert small.replace(few_label_min_epochs=None).few_label_epochs(6213) == small.finetune_epochs
