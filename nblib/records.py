@@ -59,13 +59,20 @@ def package_versions() -> dict[str, str]:
     }
 
 
-def git_revision() -> str:
-    """The short commit hash of the repository, with ``-dirty`` when tracked files changed."""
+# What `make report` itself writes into the checkout: changing them does not make the code "dirty"
+# (otherwise every record after a run's first figure would say so).
+RUN_OUTPUTS = ("figures", "README.md")
+
+
+def git_revision(root: Path = REPO_ROOT) -> str:
+    """The short commit hash of the repository, with ``-dirty`` when tracked files other than a
+    run's own outputs (``RUN_OUTPUTS``) changed."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
                              capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *(f":(exclude){path}" for path in RUN_OUTPUTS)],
+                               cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
         return (rev + ("-dirty" if dirty else "")) if rev else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -147,3 +147,28 @@ def test_reading_records_imports_no_deep_learning_code():
             "assert not heavy, heavy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_git_revision_is_dirty_for_code_but_not_for_a_runs_own_outputs(tmp_path):
+    import subprocess
+
+    from nblib.records import git_revision
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "comparison.md").write_text("old\n")
+    (tmp_path / "README.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = git_revision(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{7,}", clean)
+    # what `make report` writes (figures, the README's results block) leaves the revision clean
+    (tmp_path / "figures" / "comparison.md").write_text("new\n")
+    (tmp_path / "README.md").write_text("new\n")
+    assert git_revision(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")  # a code change does not
+    assert git_revision(tmp_path) == clean + "-dirty"

@@ -1,0 +1,78 @@
+"""Did a rerun reproduce? Compare two runs folders' results records and, optionally, two comparison files.
+
+Records are compared field by field after dropping what a rerun may change: times and dates (``seconds``,
+``started``, ``inference_reviews_per_s``), paths (``best_checkpoint``) and the git revision. The comparison
+files are compared without their header line, their three timing columns (pretrain min, fine-tune min,
+reviews/s) and the lessons' wall times at the end. Exit status 0 when everything else is identical, 1 otherwise.
+
+Run: .venv/bin/python experiments/compare_runs.py CLONE_A/runs/smoke CLONE_B/runs/smoke \
+         CLONE_A/figures/comparison.md CLONE_B/figures/comparison.md
+(see docs/experiments.md, "Reruns and determinism").
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RERUN_MAY_CHANGE = {"seconds", "started", "inference_reviews_per_s", "best_checkpoint", "git_revision"}
+TIMING_COLUMNS = 3  # the comparison table's last columns: pretrain min, fine-tune min, reviews/s
+
+
+def without_times(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items() if k not in RERUN_MAY_CHANGE}
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    return value
+
+
+def compare_records(a: Path, b: Path) -> int:
+    names_a = sorted(p.relative_to(a) for p in a.rglob("result.json"))
+    names_b = sorted(p.relative_to(b) for p in b.rglob("result.json"))
+    problems = 0
+    if names_a != names_b:
+        problems += 1
+        print(f"different sets of records: only in A {sorted(set(names_a) - set(names_b))}, "
+              f"only in B {sorted(set(names_b) - set(names_a))}")
+    for name in sorted(set(names_a) & set(names_b)):
+        x = without_times(json.loads((a / name).read_text(encoding="utf-8")))
+        y = without_times(json.loads((b / name).read_text(encoding="utf-8")))
+        if x != y:
+            problems += 1
+            print(f"{name} differs in {sorted(k for k in set(x) | set(y) if x.get(k) != y.get(k))}")
+    print(f"{len(names_a)} records in A, {len(names_b)} in B; {problems} difference(s) beyond times and dates")
+    return problems
+
+
+def table_lines(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    ends = [i for i, line in enumerate(lines) if line.startswith("What each lesson took")]
+    lines = lines[:ends[0]] if ends else lines  # the lessons' wall times: a rerun's clock, not its results
+    # rows of the main table (one per model and variant, 16+ columns; the gains table has 7) lose their times
+    return ["|".join(line.split("|")[:-TIMING_COLUMNS - 1]) if line.startswith("|") and line.count("|") > 12
+            else line for line in lines if not line.startswith("Written from")]
+
+
+def compare_tables(a: Path, b: Path) -> int:
+    x, y = table_lines(a), table_lines(b)
+    differing = [(i, p, q) for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q]
+    for i, p, q in differing[:10]:
+        print(f"line {i}:\n  A {p}\n  B {q}")
+    problems = len(differing) + (len(x) != len(y))
+    print(f"comparison files: {problems} differing line(s) beyond the header and the timing columns")
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) not in (2, 4):
+        raise SystemExit(__doc__)
+    problems = compare_records(Path(argv[0]), Path(argv[1]))
+    if len(argv) == 4:
+        problems += compare_tables(Path(argv[2]), Path(argv[3]))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
