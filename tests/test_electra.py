@@ -139,7 +139,7 @@ def test_share_of_positions_with_a_loss(tokenizer: CharTokenizer) -> None:
 def test_embeddings_are_shared_and_counted_once(tokenizer: CharTokenizer) -> None:
     model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
     assert model.generator.bert.embeddings is model.discriminator.bert.embeddings
-    assert model.generator.bert.embeddings_project.weight.shape == (8, 32)  # E=32 → H_gen=8
+    assert model.generator.bert.embeddings_project.weight.shape == (16, 32)  # E=32 → H_gen=16 (½, the default)
     assert not hasattr(model.generator.bert, "pooler")
     n_unique = sum(p.numel() for p in model.parameters())
     n_parts = (sum(p.numel() for p in model.discriminator.parameters())
