@@ -2,8 +2,8 @@
 
 Records are compared field by field after dropping what a rerun may change: times and dates (``seconds``,
 ``started``, ``inference_reviews_per_s``), paths (``best_checkpoint``) and the git revision. The comparison
-files are compared without their header line, their three timing columns (pretrain min, fine-tune min,
-reviews/s) and the lessons' wall times at the end. Exit status 0 when everything else is identical, 1 otherwise.
+files are compared up to their clock table (minutes and reviews/s, then the lessons' wall times), without
+their header line (date, run id, wall time). Exit status 0 when everything else is identical, 1 otherwise.
 
 Run: .venv/bin/python experiments/compare_runs.py CLONE_A/runs/smoke CLONE_B/runs/smoke \
          CLONE_A/figures/comparison.md CLONE_B/figures/comparison.md
@@ -16,8 +16,9 @@ import json
 import sys
 from pathlib import Path
 
+from nblib.report import COST_HEADING  # where the comparison file's clock begins
+
 RERUN_MAY_CHANGE = {"seconds", "started", "inference_reviews_per_s", "best_checkpoint", "git_revision"}
-TIMING_COLUMNS = 3  # the comparison table's last columns: pretrain min, fine-tune min, reviews/s
 
 
 def without_times(value: object) -> object:
@@ -47,12 +48,9 @@ def compare_records(a: Path, b: Path) -> int:
 
 
 def table_lines(path: Path) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    ends = [i for i, line in enumerate(lines) if line.startswith("What each lesson took")]
-    lines = lines[:ends[0]] if ends else lines  # the lessons' wall times: a rerun's clock, not its results
-    # rows of the main table (one per model and variant, 16+ columns; the gains table has 7) lose their times
-    return ["|".join(line.split("|")[:-TIMING_COLUMNS - 1]) if line.startswith("|") and line.count("|") > 12
-            else line for line in lines if not line.startswith("Written from")]
+    """The comparison file up to its clock table, without the header line (date, run id, wall time)."""
+    text = path.read_text(encoding="utf-8").split(COST_HEADING)[0]
+    return [line for line in text.splitlines() if not line.startswith("Written from")]
 
 
 def compare_tables(a: Path, b: Path) -> int:
@@ -61,7 +59,7 @@ def compare_tables(a: Path, b: Path) -> int:
     for i, p, q in differing[:10]:
         print(f"line {i}:\n  A {p}\n  B {q}")
     problems = len(differing) + (len(x) != len(y))
-    print(f"comparison files: {problems} differing line(s) beyond the header and the timing columns")
+    print(f"comparison files: {problems} differing line(s) before the clock table, header aside")
     return problems
 
 

@@ -42,6 +42,11 @@ def test_write_comparison(records, tmp_path):
     path = report.write_comparison("smoke", out=tmp_path / "c.md")
     text = path.read_text(encoding="utf-8")
     assert "| bert | pretrained | 3 | 0.820 ± 0.020 |" in text and "Protocol" in text
+    # the clock (minutes, reviews/s) sits in its own table after the results, which a rerun reproduces
+    results, clock = text.split(report.COST_HEADING)
+    assert "pretrain min" not in results and "reviews/s" not in results
+    assert "| model | variant | pretrain min | fine-tune min | reviews/s |" in clock
+    assert "| bert | pretrained | 2.0 |" in clock
 
 
 def test_bad_records_name_the_file(records):
