@@ -214,6 +214,8 @@ COST_HEADING = "What each row cost on this machine"
 
 def split_results_and_clock(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the results: everything a rerun reproduces bit for bit; model, variant and the clock columns)."""
+    if table.empty:  # no records yet
+        return table, table
     clock = [c for c in CLOCK_COLUMNS if c in table.columns]
     return table.drop(columns=clock), table[["model", "variant", *clock]]
 

@@ -49,6 +49,11 @@ def test_write_comparison(records, tmp_path):
     assert "| bert | pretrained | 2.0 |" in clock
 
 
+def test_write_comparison_without_records(runs_tmp, tmp_path):
+    text = report.write_comparison("smoke", out=tmp_path / "c.md").read_text(encoding="utf-8")
+    assert "_No results records yet._" in text and report.COST_HEADING not in text
+
+
 def test_bad_records_name_the_file(records):
     bad = records / "bert-pretrained" / "0" / "result.json"
     data = json.loads(bad.read_text())
