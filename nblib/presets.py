@@ -117,10 +117,11 @@ class Preset:
 
     def few_label_epochs(self, n_labels: int) -> int:
         """Epochs of a label-efficiency run on ``n_labels`` reviews. Without ``few_label_min_steps``:
-        until ~3,000 reviews are seen, at most 10 epochs, never fewer than the preset's (an epoch of 100 reviews is
-        four optimiser steps). With ``few_label_min_steps`` set, instead at least that many optimiser
-        steps, and at least ``few_label_min_epochs`` epochs when that is set. The count is rounded up to a whole number of validation intervals
-        (:meth:`val_every`), so the last epoch is validated. Pretrained and random init get the same."""
+        until ~3,000 reviews are seen, at most 10 epochs, never fewer than the preset's (an epoch of
+        100 reviews is four optimiser steps). With ``few_label_min_steps`` set, instead at least that
+        many optimiser steps, and at least ``few_label_min_epochs`` epochs when that is set. The count
+        is rounded up to a whole number of validation intervals (:meth:`val_every`), so the last epoch
+        is validated. Pretrained and random init get the same."""
         if self.few_label_min_steps is None:
             epochs = max(self.finetune_epochs, min(10, math.ceil(3000 / max(1, n_labels))))
         else:
