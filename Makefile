@@ -1,7 +1,8 @@
 # The README's commands. Every target sets up what it needs itself.
 #   make test     set up .venv, fetch data, run the whole test suite (unit + notebooks + grading)
 #   make report   the main job: run every lesson with papermill in $(PRESET), write figures/ and the table
-#                 (WITH_CHECKPOINTS=1 adds lesson 07: downloads bert-base-chinese, a GPU is advised)
+#                 (WITH_CHECKPOINTS=1 adds lesson 07: downloads bert-base-chinese, a GPU is advised;
+#                 RESUME=1 continues an interrupted run of the same commit where it stopped)
 #   make lab      your own copies of the lessons (student versions in lab/, never overwritten) in JupyterLab
 #                 (SOLUTIONS=1 opens the instructor's notebooks/ with the solutions instead)
 #   make student  write the student notebooks to build/student
@@ -42,7 +43,7 @@ test: data
 	$(PY) -m pytest -q
 
 report: data
-	$(PY) -m nblib.report run --preset $(PRESET) $(if $(WITH_CHECKPOINTS),--with-checkpoints)
+	$(PY) -m nblib.report run --preset $(PRESET) $(if $(WITH_CHECKPOINTS),--with-checkpoints) $(if $(RESUME),--resume)
 
 lab: data
 ifdef SOLUTIONS

@@ -2,13 +2,15 @@
 
 ``python -m nblib.report run --preset small`` (what ``make report`` calls) executes every lesson
 notebook in order in one preset, keeps the executed copies under ``runs/<preset>/notebooks/``,
-and ends by writing ``figures/comparison.md`` from the results records. The comparison reads
+and ends by writing ``figures/comparison.md`` from the results records; ``--resume`` continues
+an interrupted run (a laptop that slept, a closed terminal) where it stopped. The comparison reads
 only records (one JSON per run), so one model can be rerun without rerunning the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -93,32 +95,75 @@ def execute_notebook(
         ) from None
 
 
-def run_all(preset_name: str, only: Sequence[str] = (), with_checkpoints: bool = False) -> Path:
-    """Execute every lesson (or those whose name starts with one of ``only``) and write the table."""
+RUN_STATE = "run_state.json"  # under runs/<preset>/: what an interrupted run had finished
+
+
+def run_all(preset_name: str, only: Sequence[str] = (), with_checkpoints: bool = False,
+            resume: bool = False) -> Path:
+    """Execute every lesson (or those whose name starts with one of ``only``) and write the table.
+
+    After each lesson the run notes its id and the lessons done in ``runs/<preset>/run_state.json``;
+    ``resume=True`` (``make report RESUME=1``) continues an interrupted run of the same commit where it
+    stopped, under the same run id, so its figures and table still name one run.
+    """
     preset = get_preset(preset_name)
     out_dir = runs_dir() / preset.name / "notebooks"
     notebooks = [nb for nb in report_order(lesson_notebooks(), with_checkpoints or bool(only))
                  if not only or nb.name.startswith(tuple(only))]
     if not notebooks:
         raise SystemExit(f"no lesson notebook matches {list(only)} in {NOTEBOOKS_DIR}")
-    start = time.perf_counter()
+    state_path = runs_dir() / preset.name / RUN_STATE
+    state = read_run_state(state_path, [nb.stem for nb in notebooks]) if resume else None
+    state = state or {"run_id": run_id(preset.name), "commit": git_revision(),
+                      "lessons": [nb.stem for nb in notebooks], "lesson_seconds": {}, "wall_seconds": 0.0}
     # one id for everything this run draws: figures carry it in their metadata, the table in its header
-    os.environ[RUN_ID_ENV] = run_id(preset.name)
-    lesson_seconds: dict[str, float] = {}
+    os.environ[RUN_ID_ENV] = state["run_id"]
+    lesson_seconds: dict[str, float] = state["lesson_seconds"]
+    if lesson_seconds:
+        print(f"[{preset.name}] resuming run {state['run_id']}: {', '.join(lesson_seconds)} done", flush=True)
+    start = time.perf_counter()
     for nb in notebooks:
+        if nb.stem in lesson_seconds:
+            continue
         t0 = time.perf_counter()
         print(f"[{preset.name}] {nb.name} ...", flush=True)
         execute_notebook(nb, out_dir / nb.name, {"PRESET": preset.name}, timeout_s=preset.notebook_timeout_s)
         lesson_seconds[nb.stem] = time.perf_counter() - t0
         print(f"[{preset.name}] {nb.name} done in {lesson_seconds[nb.stem]:.0f} s", flush=True)
-    path = write_comparison(preset.name, wall_seconds=time.perf_counter() - start,
-                            lesson_seconds=lesson_seconds)
+        write_run_state(state_path, state, time.perf_counter() - start)
+    wall = state["wall_seconds"] + time.perf_counter() - start
+    path = write_comparison(preset.name, wall_seconds=wall, lesson_seconds=lesson_seconds)
     print(f"wrote {path}")
     if preset.name == README_PRESET and not only:
         README.write_text(write_readme_block(README.read_text(encoding="utf-8"),
                                              path.read_text(encoding="utf-8")), encoding="utf-8")
         print(f"wrote the results block of {README}")
     return path
+
+
+def write_run_state(path: Path, state: dict, seconds_this_time: float) -> None:
+    """Save what the run has finished (atomically: a kill mid-write leaves the last good state)."""
+    saved = dict(state, wall_seconds=state["wall_seconds"] + seconds_this_time)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_run_state(path: Path, lessons: list[str]) -> dict | None:
+    """The interrupted run to continue, or None when there is none; refuse one that another commit
+    or another choice of lessons started (its figures would then mix two codes under one id)."""
+    if not path.exists():
+        print(f"no interrupted run in {path.parent}: starting a new one", flush=True)
+        return None
+    state = json.loads(path.read_text(encoding="utf-8"))
+    if state["commit"] != git_revision():
+        raise RuntimeError(f"{path} is a run of commit {state['commit']}, this checkout is {git_revision()}: "
+                           "run without --resume (RESUME=1) to start afresh")
+    if state["lessons"] != lessons:
+        raise RuntimeError(f"{path} ran lessons {state['lessons']}, this call asks for {lessons}: "
+                           "ask for the same lessons, or run without --resume to start afresh")
+    return state
 
 
 def run_id(preset_name: str) -> str:
@@ -312,13 +357,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--only", nargs="*", default=[], help="lesson prefixes, e.g. 00 01")
     run.add_argument("--with-checkpoints", action="store_true",
                      help="also run lesson 07 (downloads bert-base-chinese; a GPU is advised)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run of this commit where it stopped, under its run id")
     table = sub.add_parser("table", help="only (re)write figures/comparison.md from the records")
     table.add_argument("--preset", default="small", choices=list(PRESETS))
     sub.add_parser("readme", help="copy figures/comparison.md into the README's results block")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            run_all(args.preset, args.only, args.with_checkpoints)
+            run_all(args.preset, args.only, args.with_checkpoints, args.resume)
         elif args.command == "readme":
             comparison_md = (FIGURES_DIR / "comparison.md").read_text(encoding="utf-8")
             README.write_text(write_readme_block(README.read_text(encoding="utf-8"), comparison_md),

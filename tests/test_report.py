@@ -182,3 +182,42 @@ def test_git_revision_is_dirty_for_code_but_not_for_a_runs_own_outputs(tmp_path)
     assert git_revision(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2\n")  # a code change does not
     assert git_revision(tmp_path) == clean + "-dirty"
+
+
+def test_an_interrupted_run_resumes_where_it_stopped_under_its_run_id(runs_tmp, tmp_path, monkeypatch):
+    """A killed `make report` keeps its finished lessons: RESUME=1 runs only the rest, under the same id."""
+    lessons = [tmp_path / f"{n}.ipynb" for n in ("00_data", "01_baselines", "02_elmo", "05_compare")]
+    monkeypatch.setattr(report, "lesson_notebooks", lambda: lessons)
+    monkeypatch.setattr(report, "FIGURES_DIR", tmp_path / "figures")
+    executed: list[tuple[str, str]] = []
+
+    def execute(nb, output, parameters, *, timeout_s=None):
+        if nb.stem == "02_elmo" and not any(n == "02_elmo" for n, _ in executed):
+            executed.append((nb.stem, "killed"))
+            raise KeyboardInterrupt  # the session ends in the middle of lesson 02
+        executed.append((nb.stem, report.os.environ[report.RUN_ID_ENV]))
+
+    monkeypatch.setattr(report, "execute_notebook", execute)
+    with pytest.raises(KeyboardInterrupt):
+        report.run_all("smoke")
+    first_id = executed[0][1]
+    state = json.loads((runs_tmp / "smoke" / report.RUN_STATE).read_text())
+    assert state["run_id"] == first_id and list(state["lesson_seconds"]) == ["00_data", "01_baselines"]
+
+    report.run_all("smoke", resume=True)
+    assert [n for n, _ in executed] == ["00_data", "01_baselines", "02_elmo", "02_elmo", "05_compare"]
+    assert {i for _, i in executed if i != "killed"} == {first_id}  # every lesson drew under one run id
+    table = (tmp_path / "figures" / "comparison.md").read_text()
+    assert f"run `{first_id}`" in table
+    assert re.findall(r"\| (0\d_\w+) \|", table) == ["00_data", "01_baselines", "02_elmo", "05_compare"]
+
+    # without --resume a run starts afresh; a state from other code or other lessons is refused
+    report.run_all("smoke", only=["00"])
+    state_path = runs_tmp / "smoke" / report.RUN_STATE
+    assert executed[-1][0] == "00_data" and json.loads(state_path.read_text())["lessons"] == ["00_data"]
+    with pytest.raises(RuntimeError, match="ran lessons"):
+        report.run_all("smoke", resume=True)
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps(dict(state, commit="0000000")))
+    with pytest.raises(RuntimeError, match="is a run of commit 0000000"):
+        report.run_all("smoke", only=["00"], resume=True)
