@@ -120,6 +120,31 @@ def stderr_problems(executed: Path) -> list[str]:
     return problems
 
 
+# A cell prints at most about a screen: a dict or a vocabulary dumped whole is not a page of a book
+# (lesson 04 once printed its pretraining info with the 1,813-character vocabulary in it: 11,000 characters).
+MAX_PRINTED_CHARS = 4000
+
+
+def long_outputs(executed: Path) -> list[str]:
+    """Cells of an executed notebook whose printed text (stdout and stderr) is longer than a screen."""
+    long = []
+    for index, cell in enumerate(nbformat.read(executed, as_version=4).cells):
+        printed = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+        if len(printed) > MAX_PRINTED_CHARS:
+            long.append(f"cell {index}: prints {len(printed):,} characters: {printed[:80]!r}")
+    return long
+
+
+def test_long_output_check_can_fail(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(vocabulary)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="'的', " * 1000)]
+    nb.cells += [nbformat.v4.new_code_cell("print(1)"), cell]
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    assert [p[:7] for p in long_outputs(tmp_path / "x.ipynb")] == ["cell 1:"]
+
+
 def test_stderr_check_can_fail(tmp_path):
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x")
@@ -138,6 +163,7 @@ def test_notebook_runs_in_smoke_preset(notebook, lesson_run):
     assert list((out / "figures").glob("*.png")), "every lesson saves its figures"
     # it reads like a page of a book: no red notices, no progress-bar debris
     assert stderr_problems(out / f"{notebook.stem}.ipynb") == []
+    assert long_outputs(out / f"{notebook.stem}.ipynb") == []
 
 
 @pytest.mark.notebook
