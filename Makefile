@@ -3,6 +3,7 @@
 #   make report   the main job: run every lesson with papermill in $(PRESET), write figures/ and the table
 #                 (WITH_CHECKPOINTS=1 adds lesson 07: downloads bert-base-chinese, a GPU is advised;
 #                 RESUME=1 continues an interrupted run of the same commit where it stopped)
+#   make ablations  the lessons' ablations in $(PRESET), added to the table (not part of make report)
 #   make lab      your own copies of the lessons (student versions in lab/, never overwritten) in JupyterLab
 #                 (SOLUTIONS=1 opens the instructor's notebooks/ with the solutions instead)
 #   make student  write the student notebooks to build/student
@@ -21,7 +22,7 @@ export NBLIB_DATA_MIRROR
 MAX_PRETRAIN_MINUTES ?=
 export NBLIB_MAX_PRETRAIN_MINUTES = $(MAX_PRETRAIN_MINUTES)
 
-.PHONY: setup sandbox data test report lab student grade bench lint lock
+.PHONY: setup sandbox data test report ablations lab student grade bench lint lock
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +46,10 @@ test: data
 report: data
 	$(PY) -m nblib.report run --preset $(PRESET) $(if $(WITH_CHECKPOINTS),--with-checkpoints) $(if $(RESUME),--resume)
 
+# The lessons' ablations (frozen ELMo, GPT without its auxiliary LM loss, BERT's truncation study), then the table.
+ablations: data
+	$(PY) -m nblib.report ablations --preset $(PRESET)
+
 lab: data
 ifdef SOLUTIONS
 	$(VENV)/bin/jupyter lab notebooks/
@@ -54,11 +59,11 @@ else
 endif
 
 student: setup
-	$(PY) -m nblib.grading student --out build/student
+	$(PY) -m grader student --out build/student
 
 grade: data
 	@test -n "$(SUBMISSIONS)" || (echo "usage: make grade SUBMISSIONS=path/to/folder" && exit 2)
-	$(PY) -m nblib.grading grade "$(SUBMISSIONS)" --out build/grades
+	$(PY) -m grader grade "$(SUBMISSIONS)" --out build/grades
 
 bench: data
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

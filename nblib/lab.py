@@ -44,7 +44,7 @@ class CopyAction:
 
 def student_text(lesson: Path) -> str:
     """The student version of one lesson as notebook JSON text (solutions and outputs removed)."""
-    from nblib.grading.strip import student_notebook
+    from grader.strip import student_notebook
 
     nb = student_notebook(nbformat.read(lesson, as_version=4), str(lesson))
     # JupyterLab copies the kernel's language_info into a notebook when the kernel starts and marks

@@ -28,22 +28,22 @@ import torch
 from nbformat.v4 import new_code_cell
 
 import nblib
-from nblib.grading import Case, Exercise, cgroups, host, isolation, launch, same, sandbox, uids
-from nblib.grading.__main__ import main as cli
-from nblib.grading.checks import LessonChecks, Limits, load_checks
-from nblib.grading.judge import score_submission
-from nblib.grading.reports import file_name
-from nblib.grading.runner import inject_parameters
-from nblib.grading.score import grade
-from nblib.grading.strip import BEGIN, END, StripError, student_notebook
-from nblib.grading.submissions import Refused, find_submissions, read_submission
-from nblib.grading.wire import (
+from grader import Case, Exercise, cgroups, host, isolation, launch, same, sandbox, uids
+from grader.__main__ import main as cli
+from grader.checks import HIDDEN_DIR, LessonChecks, Limits, load_checks
+from grader.inside.runner import inject_parameters
+from grader.inside.wire import (
     UntrustedDataError,
     decode_value,
     decode_weights,
     parse_frames,
     strict_json,
 )
+from grader.judge import score_submission
+from grader.reports import file_name
+from grader.score import grade
+from grader.strip import BEGIN, END, StripError, student_notebook
+from grader.submissions import Refused, find_submissions, read_submission
 
 FIXTURES = Path(__file__).resolve().parent / "grading_fixtures"
 _spec = importlib.util.spec_from_file_location("grading_demo_lesson", FIXTURES / "demo_lesson.py")
@@ -499,7 +499,8 @@ subprocess.Popen([sys.executable, "-c", attack], start_new_session=True,
     repo = Path(nblib.__file__).resolve().parents[1]
     readable = [str(hidden / f"{LESSON}.py"), str(demo.HIDDEN_DIR / f"{LESSON}.py"),
                 str(out / "grades.csv"), str(subs / "alice" / NB_NAME), "/etc/shadow",
-                "/proc/1/environ", str(repo / "grading" / "hidden"), str(hidden), str(subs)]
+                "/proc/1/environ", str(HIDDEN_DIR), str(HIDDEN_DIR / "00_data.py"),
+                str(repo / "grader" / "score.py"), str(hidden), str(subs)]
     reader = f'''import os, pathlib
 hits = []
 for target in {readable!r}:
@@ -912,7 +913,7 @@ def test_hole_2_and_3_links_pipes_and_devices_are_refused_visibly(tmp_path):
     os.symlink(subs / "alice", subs / "oscar")  # a whole folder: alice's
     out = tmp_path / "out"
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "nblib.grading", "grade", str(subs), "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "grader", "grade", str(subs), "--out", str(out),
                            "--checks", str(demo.HIDDEN_DIR), "--jobs", "2"],
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -965,7 +966,7 @@ def test_hole_10_two_graders_on_one_machine_do_not_collide(tmp_path):
     submission of one run was refused, and one run could kill the other's sandboxes."""
     first = write_submissions(tmp_path / "first", {"alice": solution(), "bob": solution()})
     second = write_submissions(tmp_path / "second", {"carol": solution(), "dave": solution()})
-    other = subprocess.Popen([sys.executable, "-m", "nblib.grading", "grade", str(first),
+    other = subprocess.Popen([sys.executable, "-m", "grader", "grade", str(first),
                               "--out", str(tmp_path / "out1"), "--checks", str(demo.HIDDEN_DIR),
                               "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -7,17 +7,17 @@ import sys
 
 import pytest
 
-from nblib.records import REPO_ROOT
-from nblib.report import NOTEBOOKS_DIR
+from grader.checks import COURSE_NOTEBOOKS as NOTEBOOKS_DIR
+from grader.checks import HIDDEN_DIR
 
-GRADED = sorted(p.name for p in (REPO_ROOT / "grading" / "hidden").glob("[0-9][0-9]_*.py"))
+GRADED = sorted(p.name for p in HIDDEN_DIR.glob("[0-9][0-9]_*.py"))
 
 
 @pytest.mark.notebook
 def test_solutions_score_full_marks_and_student_versions_zero(tmp_path):
     lessons = [NOTEBOOKS_DIR / name.replace(".py", ".ipynb") for name in GRADED]
     assert len(lessons) >= 5, GRADED
-    run = [sys.executable, "-m", "nblib.grading"]
+    run = [sys.executable, "-m", "grader"]
     out = subprocess.run([*run, "student", "--out", str(tmp_path / "student")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     for who, source in (("solution", NOTEBOOKS_DIR), ("student", tmp_path / "student")):

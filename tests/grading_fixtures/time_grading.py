@@ -28,9 +28,9 @@ from nbformat.v4 import new_code_cell
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_lesson  # noqa: E402
 
-from nblib.grading import isolation  # noqa: E402
-from nblib.grading.score import grade  # noqa: E402
-from nblib.grading.strip import student_notebook  # noqa: E402
+from grader import isolation  # noqa: E402
+from grader.score import grade  # noqa: E402
+from grader.strip import student_notebook  # noqa: E402
 
 FORK_BOMB = '''import os, signal, time
 for _ in range(100000):

@@ -1,4 +1,4 @@
-"""Hidden checks of the test lesson 90_grading_demo (a model for grading/hidden/<lesson>.py).
+"""Hidden checks of the test lesson 90_grading_demo (a model for grader/hidden/<lesson>.py).
 
 hidden-checks-canary-5d1e: a submission that could read this file would see this line.
 """
@@ -6,7 +6,7 @@ hidden-checks-canary-5d1e: a submission that could read this file would see this
 import torch
 from torch import nn
 
-from nblib.grading import Case, Exercise, Limits
+from grader import Case, Exercise, Limits
 
 
 def _truncate(ids, max_len):

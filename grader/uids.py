@@ -20,8 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from nblib.grading import host
-from nblib.grading.isolation import SandboxUnavailable
+from grader import host
+from grader.isolation import SandboxUnavailable
 
 UID_BASE = int(os.environ.get("NBLIB_GRADING_UID_BASE", "61000"))
 UID_COUNT = int(os.environ.get("NBLIB_GRADING_UID_COUNT", "500"))  # the pool: UID_BASE .. +COUNT-1

@@ -1,5 +1,5 @@
 """Stage 2 of grading, the trusted side: grade a folder of submissions, one sandbox run each, and
-write the reports (what ``python -m nblib.grading grade`` and ``make grade`` run).
+write the reports (what ``python -m grader grade`` and ``make grade`` run).
 
 Never imports or runs student code. :func:`grade` puts the pieces together:
 
@@ -27,9 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from nblib.grading import host
-from nblib.grading.checks import LessonChecks, find_checks, load_checks
-from nblib.grading.isolation import (
+from grader import host
+from grader.checks import COURSE_NOTEBOOKS, LessonChecks, find_checks, load_checks
+from grader.inside.wire import encode_input
+from grader.isolation import (
     ISOLATIONS,
     UNSAFE,
     WARNING,
@@ -38,19 +39,18 @@ from nblib.grading.isolation import (
     unavailable_reasons,
     why_unavailable,
 )
-from nblib.grading.judge import CaseResult, ExerciseResult, Grade, one_line, score_submission
-from nblib.grading.launch import readable_data
-from nblib.grading.reports import write_reports
-from nblib.grading.sandbox import SandboxResult, run_in_sandbox
-from nblib.grading.submissions import (
+from grader.judge import CaseResult, ExerciseResult, Grade, one_line, score_submission
+from grader.launch import readable_data
+from grader.reports import write_reports
+from grader.sandbox import SandboxResult, run_in_sandbox
+from grader.submissions import (
     Refused,
     Submission,
     check_folders,
     find_submissions,
     read_submission,
 )
-from nblib.grading.uids import UidBusy, UidPool
-from nblib.grading.wire import encode_input
+from grader.uids import UidBusy, UidPool
 
 
 def build_request(lesson: LessonChecks, notebook_text: str) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def grade(
     checks_dir, out_dir = Path(checks_dir).resolve(), Path(out_dir).resolve()
     submissions_dir = Path(submissions_dir).resolve()
     if course_notebooks == "default":
-        course_notebooks = Path(__file__).resolve().parents[2] / "notebooks"
+        course_notebooks = COURSE_NOTEBOOKS
     forbidden = check_folders(submissions_dir, course_notebooks)
     available = find_checks(checks_dir)
     if not available:

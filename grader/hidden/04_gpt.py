@@ -2,9 +2,9 @@
 
 import torch
 
+from grader import Case, Exercise
 from nblib.classifier import last_real_token
 from nblib.gpt import filter_logits
-from nblib.grading import Case, Exercise
 from nblib.layers import attention_allowed
 
 _g = torch.Generator().manual_seed(20261124)

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nblib.grading import host
-from nblib.grading.cgroups import Cgroup
-from nblib.grading.checks import Limits
-from nblib.grading.isolation import ISOLATIONS, UNSAFE, SandboxUnavailable
-from nblib.grading.launch import (
+from grader import host
+from grader.cgroups import Cgroup
+from grader.checks import Limits
+from grader.isolation import ISOLATIONS, UNSAFE, SandboxUnavailable
+from grader.launch import (
     SANDBOX_DATA,
     SANDBOX_SCRATCH,
     bwrap_command,
@@ -52,8 +52,8 @@ from nblib.grading.launch import (
     sandbox_env,
     unshare_command,
 )
-from nblib.grading.uids import UidBusy, reap_uid
-from nblib.grading.watchdog import Watchdog
+from grader.uids import UidBusy, reap_uid
+from grader.watchdog import Watchdog
 
 MAX_STDERR = 64 * 1024
 START_ALLOWANCE_S = 10  # beyond wall_s: starting the sandbox and Python, before the runner's clock
@@ -105,8 +105,8 @@ def run_in_sandbox(
     ``limits.wall_s`` (plus a start-up allowance) has passed, then kills the whole sandbox and, as
     root, waits (at most ``CLEANUP_TIMEOUT_S``) until no process of ``uid`` is left
     (``SandboxResult.clean``). ``uid``: the sandbox's own unprivileged uid (root only; from a
-    :class:`~nblib.grading.uids.UidPool`); :class:`UidBusy` if it runs processes already.
-    ``data``: the data folder to show read-only (see :func:`~nblib.grading.launch.readable_data`);
+    :class:`~grader.uids.UidPool`); :class:`UidBusy` if it runs processes already.
+    ``data``: the data folder to show read-only (see :func:`~grader.launch.readable_data`);
     None for none.
     """
     data_path = data_dir() if data == "default" else data
@@ -132,7 +132,7 @@ def run_in_sandbox(
         "rlimits": {"as": limits.memory_mb * 2**20, "cpu": int(limits.wall_s) + 5, "nproc": nproc,
                     "fsize": limits.fsize_mb * 2**20, "core": 0},
     }
-    inner = [sys.executable, "-I", "-m", "nblib.grading.runner"]
+    inner = [sys.executable, "-I", "-m", "grader.inside.runner"]
     scratch_host: str | None = None
     if isolation == "bwrap":
         cmd = bwrap_command(inner, uid or 0, limits.tmpfs_mb, paths, data_path)

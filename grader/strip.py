@@ -20,7 +20,7 @@ from pathlib import Path
 
 import nbformat
 
-from nblib.grading.checks import EXERCISE_ID, LessonChecks
+from grader.checks import EXERCISE_ID, LessonChecks
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -192,7 +192,7 @@ def check_against_hidden(path: Path, exercises: list[ExerciseCell],
                          checks: LessonChecks | None) -> list[str]:
     """Errors (raised) and warnings (returned) about a lesson versus its hidden checks."""
     if checks is None:
-        return [f"{path}: no hidden checks module grading/hidden/{path.stem}.py: "
+        return [f"{path}: no hidden checks module grader/hidden/{path.stem}.py: "
                 "its exercises cannot be graded yet"]
     in_notebook = {e.id: e.points for e in exercises}
     hidden = {k: float(v.points) for k, v in checks.exercises.items()}

@@ -17,8 +17,8 @@ import shlex
 import signal
 from pathlib import Path
 
-from nblib.grading import host
-from nblib.grading.checks import Limits
+from grader import host
+from grader.checks import Limits
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 

@@ -20,8 +20,8 @@ import unicodedata
 from dataclasses import asdict
 from pathlib import Path
 
-from nblib.grading.checks import LessonChecks
-from nblib.grading.judge import Grade, one_line
+from grader.checks import LessonChecks
+from grader.judge import Grade, one_line
 
 STATUS_TEXT = {
     "ok": "ran without errors",

@@ -16,7 +16,7 @@ through a file in the scratch folder, which this process reads with a size limit
 opaque string. Serves the README's "Exercises and grading (instructors)" section (each submission
 runs in its own sandbox in the smoke preset) and docs/grading.md "How it is built".
 
-Run as ``python -m nblib.grading.runner`` by ``sandbox.py``; never imports torch itself.
+Run as ``python -m grader.inside.runner`` by ``sandbox.py``; never imports torch itself.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nblib.grading.confine import apply_rlimits, install_seccomp, make_undumpable
-from nblib.grading.harness import HARNESS
-from nblib.grading.wire import Frames
+from grader.inside.confine import apply_rlimits, install_seccomp, make_undumpable
+from grader.inside.harness import HARNESS
+from grader.inside.wire import Frames
 
 MAX_REQUEST_BYTES = 512 * 2**20
 MAX_TEXT = 300  # characters of an error message kept for the feedback

@@ -2,9 +2,9 @@
 
 import torch
 
+from grader import Case, Exercise, close_to
 from nblib.classifier import ScalarMix
 from nblib.elmo import Highway, reversed_positions
-from nblib.grading import Case, Exercise, close_to
 
 _g = torch.Generator().manual_seed(20261126)
 

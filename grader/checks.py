@@ -1,11 +1,11 @@
 """How an instructor writes the hidden checks of one lesson (trusted code, never in a notebook).
 
-One module per lesson, ``grading/hidden/<notebook stem>.py``, defines ``EXERCISES``: for each
+One module per lesson, ``grader/hidden/<notebook stem>.py``, defines ``EXERCISES``: for each
 exercise id (the id in the exercise cell's metadata) its points and its cases. A case names a
 function of the student's notebook, the hidden inputs to call it with (plain values or tensors,
 built here, in the trusted process) and how to judge what comes back::
 
-    from nblib.grading import Case, Exercise
+    from grader import Case, Exercise
 
     EXERCISES = {
         "03-mask": Exercise(points=2, cases=[
@@ -43,6 +43,9 @@ EXERCISE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 RETURN_KINDS = ("value", "weights")
 _NO_EXPECT = object()
+PACKAGE_DIR = Path(__file__).resolve().parent
+HIDDEN_DIR = PACKAGE_DIR / "hidden"  # the course's own hidden checks (``--checks`` picks others)
+COURSE_NOTEBOOKS = PACKAGE_DIR.parent / "notebooks"  # the lessons (the solution source) in the checkout
 
 
 @dataclass(frozen=True)
@@ -252,7 +255,7 @@ def load_checks(path: Path) -> LessonChecks:
         _require_literal(value, f"{path}: PARAMETERS[{key!r}]")
     limits = getattr(module, "LIMITS", Limits())
     if not isinstance(limits, Limits):
-        raise ValueError(f"{path}: LIMITS must be a nblib.grading.Limits")
+        raise ValueError(f"{path}: LIMITS must be a grader.Limits")
     return LessonChecks(path.stem, path, dict(exercises), parameters, limits)
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m nblib.grading student|grade ...`` (what ``make student/grade`` run)."""
+"""Command line: ``python -m grader student|grade ...`` (what ``make student`` and ``make grade`` run)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import nblib
-
-REPO_ROOT = Path(nblib.__file__).resolve().parents[1]
-DEFAULT_CHECKS = REPO_ROOT / "grading" / "hidden"
-DEFAULT_NOTEBOOKS = REPO_ROOT / "notebooks"
+from grader.checks import COURSE_NOTEBOOKS as DEFAULT_NOTEBOOKS
+from grader.checks import HIDDEN_DIR as DEFAULT_CHECKS
 
 
 def _student(args: argparse.Namespace) -> int:
-    from nblib.grading.checks import find_checks, load_checks
-    from nblib.grading.strip import StripError, write_student_versions
+    from grader.checks import find_checks, load_checks
+    from grader.strip import StripError, write_student_versions
 
     notebooks = [Path(p) for p in args.notebooks] or sorted(DEFAULT_NOTEBOOKS.glob("[0-9]*.ipynb"))
     checks = {name: load_checks(path) for name, path in find_checks(Path(args.checks)).items()}
@@ -35,8 +32,8 @@ def _student(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from nblib.grading.isolation import SandboxUnavailable
-    from nblib.grading.score import grade
+    from grader.isolation import SandboxUnavailable
+    from grader.score import grade
 
     limits = {k: v for k, v in (("wall_s", args.wall), ("cell_s", args.cell_timeout),
                                 ("memory_mb", args.memory),
@@ -56,7 +53,7 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nblib.grading", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     student = sub.add_parser("student", help="write the student version of every lesson with exercises")
     student.add_argument("notebooks", nargs="*", help=f"lesson notebooks (default: {DEFAULT_NOTEBOOKS}/*)")

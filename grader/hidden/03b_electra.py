@@ -2,8 +2,8 @@
 
 import torch
 
+from grader import Case, Exercise
 from nblib.electra import replace_tokens
-from nblib.grading import Case, Exercise
 
 _g = torch.Generator().manual_seed(20261203)
 

@@ -4,7 +4,9 @@ Trusted code.
 
 ``bwrap``    new PID, network, IPC, UTS and mount namespaces; a root filesystem built from
              read-only binds of only what the kernel needs (/usr, /etc, the Python install, the
-             venv, the ``nblib`` package, the data folder); a private size-limited tmpfs as /tmp;
+             venv, the ``nblib`` package, of the grader only ``grader/__init__.py`` and
+             ``grader/inside/`` (never its hidden checks), the data folder); a private
+             size-limited tmpfs as /tmp;
              no network, no /sys. As root, the sandbox then drops to its own unprivileged uid
              with ``setpriv``: no capabilities, no new privileges.
 ``unshare``  the same layout by hand, for root on machines without bubblewrap.
@@ -28,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nblib
-from nblib.grading import host
+from grader import host
 
 SANDBOX_SCRATCH = "/tmp/grading"  # inside the namespaced sandboxes (a private tmpfs)
 SANDBOX_DATA = "/nblib-data"  # where the namespaced sandboxes see the data folder (read-only)
@@ -65,11 +67,18 @@ def readable_data(isolation: str) -> Iterator[Path | None]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def runner_paths() -> list[Path]:
+    """What the sandbox needs of the grader itself: ``grader/__init__.py`` (imports nothing) and
+    ``grader/inside/``. Never the whole package: ``grader/hidden/`` holds the hidden checks."""
+    package = Path(__file__).resolve().parent
+    return [package / "__init__.py", package / "inside"]
+
+
 def read_only_paths(extra: list[Path] | None = None) -> list[Path]:
     """Host folders bound read-only at the same place in the sandbox (parents win)."""
     candidates = [Path("/usr"), Path("/etc"), Path(sys.prefix), Path(sys.base_prefix),
                   Path(sys.exec_prefix), Path(sys.base_exec_prefix),
-                  Path(nblib.__file__).resolve().parent]
+                  Path(nblib.__file__).resolve().parent, *runner_paths()]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if Path(top).is_dir() and not Path(top).is_symlink():
             candidates.append(Path(top))
@@ -161,7 +170,10 @@ def unshare_command(inner: list[str], uid: int, tmpfs_mb: int, paths: list[Path]
     lines += ['mkdir -p "$R/tmp"', f'mount -t tmpfs -o mode=1777,size={tmpfs_mb}m nblib-tmp "$R/tmp"']
     binds = [(p, p) for p in paths] + ([(data, Path(SANDBOX_DATA))] if data is not None else [])
     for src, dst in binds:
-        lines += [f'mkdir -p "$R"{q(str(dst))}', f'mount --bind {q(str(src))} "$R"{q(str(dst))}',
+        # A file (grader/__init__.py) is mounted on an empty file, a folder on an empty folder.
+        make = (f'mkdir -p "$R"{q(str(dst))}' if Path(src).is_dir() else
+                f'mkdir -p "$R"{q(str(dst.parent))} && touch "$R"{q(str(dst))}')
+        lines += [make, f'mount --bind {q(str(src))} "$R"{q(str(dst))}',
                   f'mount -o remount,bind,ro "$R"{q(str(dst))}']
     lines += [
         'mkdir -p "$R/proc" "$R/dev"',

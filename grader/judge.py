@@ -16,16 +16,16 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from nblib.grading.checks import EXERCISE_ID, Case, LessonChecks, Limits
-from nblib.grading.isolation import UNSAFE, WARNING
-from nblib.grading.sandbox import SandboxResult
-from nblib.grading.wire import (
+from grader.checks import EXERCISE_ID, Case, LessonChecks, Limits
+from grader.inside.wire import (
     UntrustedDataError,
     decode_value,
     decode_weights,
     parse_frames,
     strict_json,
 )
+from grader.isolation import UNSAFE, WARNING
+from grader.sandbox import SandboxResult
 
 # What a student is told about a hidden call that raised: one of these fixed categories, never the
 # exception's own name or text (a submission could pick among many types, or write the message,

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from nblib.grading import host, launch
+from grader import host, launch
 
 ISOLATIONS = ("bwrap", "unshare")  # the sandboxes; "none" is not one of them
 UNSAFE = "none"

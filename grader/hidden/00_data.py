@@ -2,7 +2,7 @@
 
 import random
 
-from nblib.grading import Case, Exercise
+from grader import Case, Exercise
 from nblib.text import truncate
 
 _rng = random.Random(20261123)

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from nblib.grading.checks import Limits
+from grader.checks import Limits
 
 WATCHDOG_PERIOD_S = 0.5
 

@@ -2,8 +2,8 @@
 
 import torch
 
+from grader import Case, Exercise, close_to
 from nblib.classifier import masked_mean
-from nblib.grading import Case, Exercise, close_to
 
 _g = torch.Generator().manual_seed(20261123)
 
