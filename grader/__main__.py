@@ -42,7 +42,8 @@ def _grade(args: argparse.Namespace) -> int:
         isolation = "none" if args.unsafe_no_sandbox else args.isolation
         grades = grade(Path(args.submissions), Path(args.out), Path(args.checks), lesson=args.lesson,
                        jobs=args.jobs, isolation=isolation, limits=limits or None,
-                       allow_unsafe=args.unsafe_no_sandbox)
+                       allow_unsafe=args.unsafe_no_sandbox, force=args.force,
+                       per_exercise=args.per_exercise)
     except (FileNotFoundError, ValueError, SandboxUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     student.set_defaults(func=_student)
     grade = sub.add_parser("grade", help="grade a folder of submissions: <dir>/<student>/<lesson>.ipynb")
     grade.add_argument("submissions", help="folder with one subfolder per student")
-    grade.add_argument("--out", default="build/grades", help="folder for grades.csv and feedback/")
+    grade.add_argument("--out", default="build/grades",
+                       help="folder for gradebook.csv, grades.csv, feedback/ and summary.txt")
     grade.add_argument("--checks", default=str(DEFAULT_CHECKS), help="hidden checks folder")
     grade.add_argument("--lesson", help="the lesson of loose <dir>/<student>.ipynb files")
     grade.add_argument("--jobs", type=int, help="submissions graded at once (default: CPU count, max 8)")
@@ -77,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--memory", type=int, help="MB of address space per process (overrides)")
     grade.add_argument("--total-memory", type=int,
                        help="MB of memory for all of a submission's processes (overrides)")
+    grade.add_argument("--force", action="store_true",
+                       help="grade every submission again (by default only those whose file, "
+                            "hidden checks, grader or library changed since the last run into --out)")
+    grade.add_argument("--per-exercise", action="store_true",
+                       help="gradebook.csv gets a column per exercise too (<lesson>/<exercise>)")
     grade.set_defaults(func=_grade)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -64,6 +64,9 @@ class Grade:
     isolation: str = ""
     source: str = ""
     reason: str = ""  # why the submission was refused (status "refused"), for grades.csv
+    key: str = ""  # what fixes this grade (grader.cache); an unchanged key is not graded again
+    limits: str = ""  # what held the whole submission's memory and CPU (a cgroup or the watchdog)
+    grader_error: bool = False  # the grader failed (not the student): never reused
 
     @property
     def total(self) -> float:
@@ -214,7 +217,7 @@ def score_submission(student: str, lesson: LessonChecks, run: SandboxResult,
         if not done and status == "ok":
             status = "no-result"
     return Grade(student, lesson.lesson, status, exercises, notes, log, run.seconds,
-                 run.isolation, source)
+                 run.isolation, source, limits=run.limits)
 
 
 def _is_memory(ename: Any, evalue: Any) -> bool:

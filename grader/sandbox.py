@@ -77,6 +77,7 @@ class SandboxResult:
     cpu_exceeded: bool = False  # the submission used up its CPU-seconds budget and was stopped
     uid: int | None = None  # the sandbox's uid (root only)
     clean: bool = True  # every process of the sandbox was gone within CLEANUP_TIMEOUT_S
+    limits: str = ""  # what held the whole submission: "cgroup v2", "cgroup v1" or "watchdog"
 
 
 def check_not_exposed(paths: list[Path], secret: list[Path]) -> None:
@@ -228,7 +229,8 @@ def run_in_sandbox(
     return SandboxResult(b"".join(out_chunks), nonce, isolation,
                          timed_out or watchdog.cpu_exceeded, proc.returncode,
                          time.monotonic() - started, log, state["truncated"], killed,
-                         memory_kills, watchdog.cpu_exceeded, uid, clean)
+                         memory_kills, watchdog.cpu_exceeded, uid, clean,
+                         f"cgroup v{group.version}" if group is not None else "watchdog")
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

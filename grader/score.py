@@ -6,9 +6,12 @@ Never imports or runs student code. :func:`grade` puts the pieces together:
 - ``submissions``: find the submission files and read each one without following links;
 - ``sandbox``: run it (stage 1) in its own sandbox, with the lesson's limits, the hidden inputs
   going in as plain JSON (``wire.encode_input``);
+- ``cache``: a submission whose file, hidden checks, grader and library are unchanged since the
+  last run into the same output folder keeps its grade (``--force`` regrades all);
 - ``judge``: parse what came back strictly (``wire``) and apply the hidden checks;
-- ``reports``: ``grades.csv``, ``feedback/<student>.md``, ``results.json``, ``skipped.txt`` and
-  ``logs/``.
+- ``progress``: a bar over the class on a terminal, a line per submission otherwise;
+- ``reports``: ``grades.csv``, ``gradebook.csv``, ``feedback/<student>.md`` and ``.html``,
+  ``summary.txt``, ``results.json``, ``skipped.txt`` and ``logs/``.
 
 Serves the README's "Exercises and grading (instructors)" section and docs/grading.md sections 4
 and 5. Introduced for the graded exercises of the lessons.
@@ -27,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from grader import host
+from grader import cache, host
 from grader.checks import COURSE_NOTEBOOKS, LessonChecks, find_checks, load_checks
 from grader.inside.wire import encode_input
 from grader.isolation import (
@@ -41,7 +44,8 @@ from grader.isolation import (
 )
 from grader.judge import CaseResult, ExerciseResult, Grade, one_line, score_submission
 from grader.launch import readable_data
-from grader.reports import write_reports
+from grader.progress import ClassProgress
+from grader.reports import summary_text, write_reports
 from grader.sandbox import SandboxResult, run_in_sandbox
 from grader.submissions import (
     Refused,
@@ -83,12 +87,19 @@ def grade(
     progress: Callable[[str], None] | None = print,
     allow_unsafe: bool = False,
     course_notebooks: Path | None | str = "default",
+    force: bool = False,
+    per_exercise: bool = False,
+    bar: bool | None = None,
 ) -> list[Grade]:
-    """Grade every submission in ``submissions_dir``; write grades.csv and feedback to ``out_dir``.
+    """Grade every submission in ``submissions_dir``; write the reports to ``out_dir``.
 
     ``limits`` overrides fields of each lesson's Limits (e.g. ``{"wall_s": 60}``). ``isolation``
     "none" runs submissions unsandboxed and needs ``allow_unsafe`` (``--unsafe-no-sandbox``).
     ``course_notebooks``: the lessons' own folder, which the submissions folder may not be or hold.
+    A submission whose key (``grader.cache``) matches the last run's into ``out_dir`` keeps its
+    grade, feedback and log; ``force`` grades everyone again. ``per_exercise`` adds a column per
+    exercise to ``gradebook.csv``. ``progress`` prints lines (None: silent); ``bar``: a tqdm bar
+    instead of a line per submission (default: when stderr is a terminal).
     """
     say = progress or (lambda _msg: None)
     checks_dir, out_dir = Path(checks_dir).resolve(), Path(out_dir).resolve()
@@ -103,8 +114,6 @@ def grade(
         raise ValueError(f"no hidden checks for lesson {lesson!r} in {checks_dir}")
     mode = choose_isolation(isolation, allow_unsafe=allow_unsafe)
     subs, skipped = find_submissions(submissions_dir, list(available), lesson)
-    for line in skipped:
-        say(f"skipped {line}")
     lessons = {name: load_checks(available[name]) for name in sorted({s.lesson for s in subs if s.lesson})}
     if limits:
         lessons = {k: LessonChecks(v.lesson, v.path, v.exercises, v.parameters,
@@ -120,12 +129,18 @@ def grade(
     elif mode == "unshare":
         print(f"note: isolating with unshare + chroot (bwrap: {why_unavailable('bwrap')})",
               file=sys.stderr)
+    sources = cache.Sources.now(mode)
+    digests = {name: cache.checks_hash(checks) for name, checks in lessons.items()}
+    previous = {} if force else cache.previous_grades(out_dir)
     secret = [checks_dir, out_dir, submissions_dir]
     jobs = max(1, jobs or min(8, os.cpu_count() or 1))
     pool = UidPool() if mode in ISOLATIONS and os.geteuid() == 0 else None
     count_lock = threading.Lock()
     done_count = [0]
     data_view: list[Path | None] = [None]  # the data folder the sandboxes see (set below)
+    meter = ClassProgress(len(subs), progress, bar=bar)
+    for line in skipped:
+        meter.note(f"skipped {line}")
 
     def run(sub: Submission, checks: LessonChecks, notebook: bytes) -> SandboxResult:
         request = build_request(checks, notebook.decode("utf-8", errors="replace"))
@@ -146,15 +161,22 @@ def grade(
             return result
         raise SandboxUnavailable("no free sandbox uid after 5 tries")
 
-    def one(sub: Submission) -> tuple[Grade, str]:
+    def one(sub: Submission) -> tuple[Grade, str | None]:
+        """The grade of one submission and its log (None: reused, its log file stays)."""
         checks = lessons.get(sub.lesson)
-        log = ""
+        log: str | None = ""
         try:
             if sub.refused:
                 raise Refused(sub.refused)
             notebook = read_submission(submissions_dir, sub.path, forbidden=forbidden)
-            result_run = run(sub, checks, notebook)
-            result, log = score_submission(sub.student, checks, result_run, str(sub.path)), result_run.log
+            key = cache.submission_key(notebook, sub.student, checks, sources, digests[sub.lesson])
+            earlier = previous.get((sub.student, sub.lesson))
+            if earlier is not None and earlier.key == key:
+                result, log = earlier, None
+            else:
+                result_run = run(sub, checks, notebook)
+                result = score_submission(sub.student, checks, result_run, str(sub.path))
+                result.key, log = key, result_run.log
         except Refused as why:
             reason = one_line(str(why))[1:-1]
             result = _zero_grade(sub, checks, "refused", "not graded: the file was not read",
@@ -163,11 +185,16 @@ def grade(
             log = traceback.format_exc()
             result = _zero_grade(sub, checks, "no-result", "not graded (grader error)",
                                  ["The grader failed on this submission; your instructor has the log."])
+            result.grader_error = True
         with count_lock:
             done_count[0] += 1
-            say(f"[{done_count[0]}/{len(subs)}] {one_line(sub.student, 80)[1:-1]} {sub.lesson}: "
-                f"{result.total:g}/{result.max_points:g} {result.status} ({result.seconds:.1f} s)"
-                + (f" - {result.reason}" if result.reason else ""))
+            name = one_line(sub.student, 80)[1:-1]
+            how = "reused" if log is None else f"{result.seconds:.1f} s"
+            meter.student_done(
+                f"[{done_count[0]}/{len(subs)}] {name} {sub.lesson}: "
+                f"{result.total:g}/{result.max_points:g} {result.status} ({how})"
+                + (f" - {result.reason}" if result.reason else ""),
+                f"{name} {result.total:g}/{result.max_points:g}")
         return result, log
 
     started = time.monotonic()
@@ -176,11 +203,15 @@ def grade(
             data_view[0] = data
             outcomes = list(executor.map(one, subs))
     finally:
+        meter.close()
         if pool is not None:
             pool.close()
     grades = [g for g, _ in outcomes]
-    write_reports(out_dir, grades, lessons, [log for _, log in outcomes], skipped)
-    say(f"graded {len(grades)} submission(s) in {time.monotonic() - started:.1f} s "
-        f"({mode} isolation, {jobs} at a time) -> {out_dir / 'grades.csv'}, "
+    reused = sum(log is None for _, log in outcomes)
+    summary = summary_text(grades, lessons, reused=reused, seconds=time.monotonic() - started,
+                           isolation=mode, jobs=jobs)
+    write_reports(out_dir, grades, lessons, [log for _, log in outcomes], skipped,
+                  per_exercise=per_exercise, summary=summary)
+    say(summary + f"\n-> {out_dir / 'gradebook.csv'}, {out_dir / 'grades.csv'}, "
         f"{out_dir / 'feedback'}/")
     return grades
