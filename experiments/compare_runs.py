@@ -16,17 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from nblib.records import without_times  # drops what a rerun may change
 from nblib.report import COST_HEADING  # where the comparison file's clock begins
-
-RERUN_MAY_CHANGE = {"seconds", "started", "inference_reviews_per_s", "best_checkpoint", "git_revision"}
-
-
-def without_times(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: without_times(v) for k, v in value.items() if k not in RERUN_MAY_CHANGE}
-    if isinstance(value, list):
-        return [without_times(v) for v in value]
-    return value
 
 
 def compare_records(a: Path, b: Path) -> int:

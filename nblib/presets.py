@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 
 
@@ -74,6 +75,10 @@ class Preset:
     # torch CPU threads (None: torch's default, one per core). Part of the recipe: CPU kernels split
     # their sums by thread, so another count gives other low-order bits (tests/test_determinism.py)
     num_threads: int | None = None
+    # torch threads of each run in a pool of independent runs (a fine-tuning grid: nblib.pool), with
+    # cores // job_threads workers side by side (None: num_threads, else every core). Part of the recipe like
+    # num_threads: a run's numbers depend on it, never on how many workers run beside it.
+    job_threads: int | None = None
     # --- lesson 08, BERT's other three uses (defaults: smoke). Training examples per task (a fixed
     # seeded sample; None = all), val/test examples scored, lengths, epochs and seeds. The encoder,
     # batch size and learning rate are the fine-tuning ones above.
@@ -98,6 +103,11 @@ class Preset:
             import torch
 
             torch.set_num_threads(self.num_threads)
+
+    @property
+    def threads_per_job(self) -> int:
+        """Torch threads of one run of a pooled grid (:mod:`nblib.pool`)."""
+        return self.job_threads or self.num_threads or os.cpu_count() or 1
 
     @property
     def seeds_for_ablations(self) -> tuple[int, ...]:
@@ -242,7 +252,10 @@ PRESETS: dict[str, Preset] = {
         # 0.822 pretrained (was 0.781) (experiments/few_label_probe.py 300 1000, seed 0)
         few_label_min_epochs=10,
         ablation_seeds=(0,),
-        num_threads=2,  # the 2-core reference machine's count, fixed so every machine sums alike
+        num_threads=2,  # pretraining: the 2-core reference machine's count, fixed so every machine sums alike
+        # fine-tuning grids: one-thread runs, two side by side on 2 cores (1.37x the runs per hour of one
+        # two-thread run after another; docs/experiments.md)
+        job_threads=1,
         # lesson 08: sub-sampled so that the lesson fits in ~20 min on 2 cores (10.1 min measured at 2
         # epochs; QA, one seed, is ~40% of it: docs/experiments.md)
         ner_max_train=3000,

@@ -120,6 +120,20 @@ def make_record(
     return record
 
 
+# What a rerun of the same run may change in its record: times and dates, paths, the git revision.
+RERUN_MAY_CHANGE = frozenset({"seconds", "started", "inference_reviews_per_s", "best_checkpoint", "git_revision"})
+
+
+def without_times(value: Any) -> Any:
+    """``value`` (a record or part of one) without the fields of :data:`RERUN_MAY_CHANGE`: what two runs of
+    the same job must agree on bit for bit (experiments/compare_runs.py, tests/test_pool.py)."""
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items() if k not in RERUN_MAY_CHANGE}
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    return value
+
+
 def record_path(preset: Preset | str, model: str, variant: str, seed: int, train_size: int | None = None) -> Path:
     """``runs/<preset>/<model>-<variant>[-n<train size>]/<seed>/result.json``."""
     preset_name = preset if isinstance(preset, str) else preset.name

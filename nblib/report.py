@@ -127,7 +127,8 @@ def run_all(preset_name: str, only: Sequence[str] = (), with_checkpoints: bool =
             continue
         t0 = time.perf_counter()
         print(f"[{preset.name}] {nb.name} ...", flush=True)
-        execute_notebook(nb, out_dir / nb.name, {"PRESET": preset.name}, timeout_s=preset.notebook_timeout_s)
+        execute_notebook(nb, out_dir / nb.name, lesson_parameters(nb, preset.name, ablations=False),
+                         timeout_s=preset.notebook_timeout_s)
         lesson_seconds[nb.stem] = time.perf_counter() - t0
         print(f"[{preset.name}] {nb.name} done in {lesson_seconds[nb.stem]:.0f} s", flush=True)
         write_run_state(state_path, state, time.perf_counter() - start)
@@ -139,6 +140,40 @@ def run_all(preset_name: str, only: Sequence[str] = (), with_checkpoints: bool =
                                              path.read_text(encoding="utf-8")), encoding="utf-8")
         print(f"wrote the results block of {README}")
     return path
+
+
+ABLATIONS_PARAMETER = "ABLATIONS"  # a lesson's switch for its ablations (frozen ELMo, GPT λ = 0, truncation)
+
+
+def lesson_parameters(notebook: Path, preset_name: str, ablations: bool) -> dict:
+    """The papermill parameters of one lesson: the preset, and ``ABLATIONS`` where the lesson has it
+    (the main job runs without them; ``make ablations`` runs only them)."""
+    import papermill
+
+    parameters: dict = {"PRESET": preset_name}
+    if ABLATIONS_PARAMETER in papermill.inspect_notebook(str(notebook)):
+        parameters[ABLATIONS_PARAMETER] = ablations
+    return parameters
+
+
+def run_ablations(preset_name: str, only: Sequence[str] = ()) -> Path:
+    """``make ablations``: the lessons that have ablations, with them on (executed copies under
+    ``runs/<preset>/ablations/``), then the table again: the ablation rows join it from their records.
+    Until runs are cached this refits each lesson's main runs too (same seeds, same records)."""
+    import papermill
+
+    preset = get_preset(preset_name)
+    out_dir = runs_dir() / preset.name / "ablations"
+    notebooks = [nb for nb in lesson_notebooks() if ABLATIONS_PARAMETER in papermill.inspect_notebook(str(nb))
+                 and (not only or nb.name.startswith(tuple(only)))]
+    os.environ.setdefault(RUN_ID_ENV, run_id(preset.name) + "-ablations")
+    for nb in notebooks:
+        t0 = time.perf_counter()
+        print(f"[{preset.name}] {nb.name} with its ablations ...", flush=True)
+        execute_notebook(nb, out_dir / nb.name, lesson_parameters(nb, preset.name, ablations=True),
+                         timeout_s=preset.notebook_timeout_s)
+        print(f"[{preset.name}] {nb.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return write_comparison(preset.name)
 
 
 def write_run_state(path: Path, state: dict, seconds_this_time: float) -> None:
@@ -359,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="also run lesson 07 (downloads bert-base-chinese; a GPU is advised)")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run of this commit where it stopped, under its run id")
+    abl = sub.add_parser("ablations", help="run the lessons' ablations (frozen ELMo, GPT without its "
+                         "auxiliary LM loss, BERT's truncation study), then rewrite the table")
+    abl.add_argument("--preset", default="small", choices=list(PRESETS))
+    abl.add_argument("--only", nargs="*", default=[], help="lesson prefixes, e.g. 02 04")
     table = sub.add_parser("table", help="only (re)write figures/comparison.md from the records")
     table.add_argument("--preset", default="small", choices=list(PRESETS))
     sub.add_parser("readme", help="copy figures/comparison.md into the README's results block")
@@ -366,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             run_all(args.preset, args.only, args.with_checkpoints, args.resume)
+        elif args.command == "ablations":
+            print(run_ablations(args.preset, args.only))
         elif args.command == "readme":
             comparison_md = (FIGURES_DIR / "comparison.md").read_text(encoding="utf-8")
             README.write_text(write_readme_block(README.read_text(encoding="utf-8"), comparison_md),
