@@ -1,5 +1,6 @@
 """What the grader reads about the machine it runs on: whether it is root, where a system tool
-lives, and which processes a uid owns (from ``/proc``). Trusted code.
+lives, whether the kernel lets a regular user make user namespaces, and which processes a uid owns
+(from ``/proc``). Trusted code.
 
 Shared by the sandbox's pieces (``launch``, ``isolation``, ``uids``, ``sandbox``). It serves the
 README's "Exercises and grading (instructors)" section, *What it needs from the host* (root, so that
@@ -24,6 +25,30 @@ def tool(name: str) -> str:
     found = shutil.which(name, path=os.pathsep.join(
         [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"]))
     return found or name
+
+
+# The kernel settings that forbid user namespaces to a regular user: (file, value that forbids, name).
+USERNS_SETTINGS = (
+    ("/proc/sys/kernel/unprivileged_userns_clone", "0", "kernel.unprivileged_userns_clone = 0"),
+    ("/proc/sys/user/max_user_namespaces", "0", "user.max_user_namespaces = 0"),
+    ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1",
+     "kernel.apparmor_restrict_unprivileged_userns = 1 (AppArmor allows them only to programs "
+     "with a profile that permits them)"),
+)
+
+
+def userns_restriction() -> str | None:
+    """Why this kernel keeps regular users from creating user namespaces (the settings that say
+    so, as ``sysctl`` names them), or None when none of them does."""
+    found = []
+    for path, forbids, name in USERNS_SETTINGS:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError:
+            continue  # this kernel has no such setting
+        if value == forbids:
+            found.append(name)
+    return "; ".join(found) or None
 
 
 def user_tasks(uid: int) -> int:

@@ -29,6 +29,10 @@ WARNING = (
 )
 
 
+WHAT_TO_DO = ("Install bubblewrap, grade as root, or allow user namespaces to regular users; "
+              "--unsafe-no-sandbox grades without a sandbox, with your permissions (not safe).")
+
+
 class SandboxUnavailable(RuntimeError):
     """The requested isolation cannot run on this machine (the message says why)."""
 
@@ -66,8 +70,13 @@ def _probe(isolation: str) -> str | None:
         return f"{Path(cmd[0]).name} could not start: {err}"
     if done.returncode != 0:
         said = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        return (f"{Path(cmd[0]).name} failed on this machine (exit {done.returncode}): "
-                + (said[-1][:200] if said else "no message"))
+        reason = (f"{Path(cmd[0]).name} failed on this machine (exit {done.returncode}): "
+                  + (said[-1][:200] if said else "no message"))
+        restriction = None if host.is_root() else host.userns_restriction()
+        if restriction:  # what a regular user's bubblewrap needs, and the kernel setting against it
+            reason += ("; as a regular user bubblewrap needs user namespaces, which this kernel "
+                       f"forbids: {restriction}")
+        return reason
     return None
 
 
@@ -95,7 +104,7 @@ def choose_isolation(requested: str | None = None, allow_unsafe: bool = False) -
             if reason is None:
                 return isolation
         raise SandboxUnavailable("no sandbox works on this machine: " + "; ".join(
-            f"{i}: {r}" for i, r in reasons.items()))
+            f"{i}: {r}" for i, r in reasons.items()) + ". " + WHAT_TO_DO)
     if requested not in ISOLATIONS:
         raise ValueError(f"unknown isolation {requested!r}; choose from auto, {', '.join(ISOLATIONS)}")
     reason = why_unavailable(requested)
