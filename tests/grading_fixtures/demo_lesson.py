@@ -1,4 +1,5 @@
-"""A tiny lesson with three exercises, used only by tests/test_grading.py and time_grading.py.
+"""A tiny lesson with three exercises, used by the grading tests (tests/test_grading*.py) and by
+benchmarks/bench_grading.py.
 
 It imports only the standard library and torch, so that a submission runs in seconds. Its hidden
 checks live in ``hidden/90_grading_demo.py`` beside this file (the tests point the grader there).
