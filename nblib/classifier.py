@@ -316,14 +316,17 @@ def score_predictions(
     for the out-of-domain test (``"ood"``) its predictions too (lesson 05's paired intervals)."""
     out: dict[str, Any] = {split_name: evaluate_predictions(frame["label"].tolist(), list(pred))}
     if split_name == "ood":
-        out["ood_predictions"] = {"ids": [int(i) for i in frame.index], "pred": [int(x) for x in pred]}
+        out["ood_predictions"] = {"ids": [int(i) for i in frame.index], "pred": [int(x) for x in pred],
+                                  "labels": [int(y) for y in frame["label"]]}
     if split_name == "test":
         long = (frame["text"].str.len() > LONG_REVIEW_CHARS).to_numpy()
         y = frame["label"].to_numpy()
         p = pd.Series(list(pred)).to_numpy()
         out["test_long"] = evaluate_predictions(y[long], p[long]) if long.any() else None
         out["test_short"] = evaluate_predictions(y[~long], p[~long]) if (~long).any() else None
-        out["predictions"] = {"ids": [int(i) for i in frame.index], "pred": [int(x) for x in pred]}
+        # the true labels too: the comparison's paired intervals read records only, never the corpora
+        out["predictions"] = {"ids": [int(i) for i in frame.index], "pred": [int(x) for x in pred],
+                              "labels": [int(y) for y in frame["label"]]}
         if prob is not None:
             out["predictions"]["prob_positive"] = [round(float(x), 4) for x in prob]
     return out

@@ -1,6 +1,9 @@
-"""What the data can tell: gains of pretraining over the random-init twin, with paired intervals.
+"""What the data can tell: the comparison table, and gains of pretraining over the random-init twin
+with paired intervals; ``figures/comparison.md`` and the README's results block.
 
-Introduced in notebook 05_compare. Reads results records only (plain dicts; no torch).
+Introduced in notebook 05_compare. Reads results records only (plain dicts; no torch, no corpora:
+each record keeps the true labels of the reviews it scored). :mod:`nblib.report` runs the lessons
+and calls :func:`write_comparison` at the end.
 
 Every pretrained model has a *random-init twin*: the same architecture and fine-tuning, started
 from random weights. Both are scored on the same reviews, so the comparison is **paired**: for each
@@ -18,12 +21,20 @@ the records.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from nblib.records import RecordError
+from nblib.presets import get_preset
+from nblib.records import REPO_ROOT, RUN_ID_ENV, RecordError, git_revision, load_record, runs_dir
+
+FIGURES_DIR = REPO_ROOT / "figures"
+# Every model a record may name, in the order the table shows them.
+KNOWN_MODELS = ["majority", "tfidf", "static", "elmo", "bert", "electra", "gpt", "bert-base-chinese", "chinese-electra"]
 
 PARTS = {"test": "predictions", "ood": "ood_predictions"}  # part → the record field of its predictions
 PART_NAMES = {"test": "in-domain (hotel test)", "ood": "out-of-domain (waimai)"}
@@ -140,6 +151,184 @@ def gains_table(records: Sequence[Mapping], labels: Mapping[str, pd.Series], *, 
                 row[f"{part} verdict"] = verdict(g["low"], g["high"])
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records → table and file
+
+
+def load_records(root: Path) -> list[dict]:
+    """Every ``result.json`` under ``root``, validated; a bad one raises naming the file."""
+    records = []
+    for path in sorted(root.rglob("result.json")):
+        record = load_record(path)
+        if record["model"] not in KNOWN_MODELS:
+            raise RecordError(f"{path}: unknown model {record['model']!r}; known: {KNOWN_MODELS}")
+        record["_path"] = str(path)
+        records.append(record)
+    return records
+
+
+def _mean_std(values: pd.Series) -> str:
+    if len(values) == 1:
+        return f"{values.iloc[0]:.3f}"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
+def comparison_table(records: list[dict]) -> pd.DataFrame:
+    """One row per (model, variant) trained on all labels: mean ± std over seeds, costs beside."""
+    rows = []
+    for r in records:
+        if r.get("label_count") is not None:
+            continue  # label-efficiency runs go in their own figure
+        pre = r["pretraining"] or {}
+        fine = r["finetuning"] or {}
+        cut = is_cut(r)
+        ood = r.get("ood") or {}
+        rows.append({
+            "model": r["model"], "variant": r["variant"] + (f" (cut at {cut:g} min)" if cut else ""),
+            "seed": r["seed"],
+            "accuracy": r["test"]["accuracy"], "macro_f1": r["test"]["macro_f1"],
+            "ood_accuracy": ood.get("accuracy"), "ood_macro_f1": ood.get("macro_f1"),
+            "ood_recall_neg": (ood.get("recall") or {}).get("0"),
+            "ood_recall_pos": (ood.get("recall") or {}).get("1"),
+            "pretrain_chars": pre.get("characters"),
+            "recall_neg": r["test"]["recall"].get("0"), "recall_pos": r["test"]["recall"].get("1"),
+            "long_accuracy": (r.get("test_long") or {}).get("accuracy"),
+            "parameters": r["parameters"], "pretrain_tokens": pre.get("tokens"),
+            "pretrain_min": (pre.get("seconds") or 0) / 60 if pre else None,
+            "finetune_min": (fine.get("seconds") or 0) / 60, "reviews_per_s": r["inference_reviews_per_s"],
+        })
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    order = {m: i for i, m in enumerate(KNOWN_MODELS)}
+    out = []
+    for (model, variant), g in frame.groupby(["model", "variant"], sort=False):
+        out.append({
+            "model": model, "variant": variant, "seeds": len(g),
+            "test accuracy": _mean_std(g["accuracy"]), "test macro-F1": _mean_std(g["macro_f1"]),
+            "recall neg": f"{g['recall_neg'].mean():.3f}", "recall pos": f"{g['recall_pos'].mean():.3f}",
+            "accuracy >128 chars": "–" if g["long_accuracy"].isna().all() else f"{g['long_accuracy'].mean():.3f}",
+            "OOD accuracy": "–" if g["ood_accuracy"].isna().all() else _mean_std(g["ood_accuracy"]),
+            "OOD macro-F1": "–" if g["ood_macro_f1"].isna().all() else _mean_std(g["ood_macro_f1"]),
+            "OOD recall neg / pos": "–" if g["ood_recall_neg"].isna().all()
+            else f"{g['ood_recall_neg'].mean():.3f} / {g['ood_recall_pos'].mean():.3f}",
+            "pretrain chars": "–" if g["pretrain_chars"].isna().all() else f"{int(g['pretrain_chars'].iloc[0]):,}",
+            "parameters": f"{int(g['parameters'].iloc[0]):,}",
+            "pretrain tokens": "–" if g["pretrain_tokens"].isna().all() else f"{int(g['pretrain_tokens'].iloc[0]):,}",
+            "pretrain min": "–" if g["pretrain_min"].isna().all() else f"{g['pretrain_min'].iloc[0]:.1f}",
+            "fine-tune min": f"{g['finetune_min'].mean():.2f}",
+            "reviews/s": "–" if g["reviews_per_s"].isna().all() else f"{g['reviews_per_s'].mean():.0f}",
+            "_order": (order[model], variant != "pretrained", variant),
+        })
+    return pd.DataFrame(out).sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+
+# Columns of `comparison_table` that read this run's clock: a rerun of the same commit changes them and
+# nothing else, so `figures/comparison.md` puts them in a table of their own after the results.
+CLOCK_COLUMNS = ("pretrain min", "fine-tune min", "reviews/s")
+COST_HEADING = "What each row cost on this machine"
+
+
+def split_results_and_clock(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the results: everything a rerun reproduces bit for bit; model, variant and the clock columns)."""
+    if table.empty:  # no records yet
+        return table, table
+    clock = [c for c in CLOCK_COLUMNS if c in table.columns]
+    return table.drop(columns=clock), table[["model", "variant", *clock]]
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def labels_from_records(records: Sequence[Mapping]) -> dict[str, pd.Series]:
+    """True labels by review id of each part ("test", "ood"), from the records' predictions (each run
+    keeps the labels of the reviews it scored): the comparison never reads the corpora."""
+    out: dict[str, pd.Series] = {}
+    for part, field in PARTS.items():
+        pieces = []
+        for r in records:
+            pred = r.get(field)
+            if not pred:
+                continue
+            if "labels" not in pred:
+                raise ComparisonError(f"{r.get('_path', r.get('model'))}: its {field} keep no true labels "
+                                      "(a record of an older version): rerun it")
+            pieces.append(pd.Series(pred["labels"], index=pred["ids"]))
+        if pieces:
+            joined = pd.concat(pieces)
+            joined = joined[~joined.index.duplicated()]
+            out[part] = joined
+    return out
+
+
+def write_comparison(preset_name: str, wall_seconds: float | None = None,
+                     out: Path | None = None, lesson_seconds: dict[str, float] | None = None) -> Path:
+    """Write ``figures/comparison.md``: the table, the gains with their intervals, the protocol, the run."""
+    records = [r for r in load_records(runs_dir() / preset_name) if r.get("task", "sentiment") == "sentiment"]
+    table, clock = split_results_and_clock(comparison_table(records))
+    out = out or FIGURES_DIR / "comparison.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    wall = f", wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else ""
+    versions = records[0]["versions"] if records else {}
+    preset = get_preset(preset_name)  # its budget: the protocol the records were made under
+    ood_size = max((len(r["ood_predictions"]["ids"]) for r in records if r.get("ood_predictions")), default=0)
+    lines = [
+        f"# Comparison — preset `{preset_name}`",
+        "",
+        f"Written from the `{preset_name}` results records by `nblib.report` (what `make report` runs) "
+        f"on {when}, commit {git_revision()}{wall}; run `{os.environ.get(RUN_ID_ENV, 'table only')}`; "
+        f"torch {versions.get('torch', '?')}, {versions.get('threads', '?')} threads, "
+        f"device {versions.get('device', '?')}.",
+        "",
+        "Protocol: the fixed stratified 80/10/10 split (seed 0) of ChnSentiCorp_htl_all; the same "
+        f"pretraining corpus and the same budget of {preset.pretrain_chars:,} characters of it for every "
+        "pretrained model (a row cut short by an opt-in time cap says so and is not compared); the same "
+        "fine-tuning epochs, each model's learning rate chosen on validation; the epoch (or C) chosen by "
+        f"validation macro-F1; test metrics on the hotel test reviews and, out of domain, on {ood_size:,} "
+        "waimai_10k food-delivery reviews that no model read in any form; mean ± std over seeds.",
+        "",
+        to_markdown(table) if len(table) else "_No results records yet._",
+        "",
+    ]
+    has_predictions = any(r.get("predictions") for r in records)
+    gains = gains_table(records, labels_from_records(records)) if has_predictions else pd.DataFrame()
+    if len(gains):
+        lines += [
+            "What pretraining adds: pretrained minus random-init accuracy in points, mean over seeds, with a "
+            "95% bootstrap interval over the reviews and the seeds, per number of labelled training reviews. "
+            "\"pays\" only where the whole interval is above zero, \"costs\" where it is below, else \"not "
+            "resolved\": the data cannot tell.",
+            "",
+            to_markdown(gains),
+            "",
+        ]
+    if len(clock):
+        lines += [
+            f"{COST_HEADING} (a rerun of the same commit reproduces every number above this table, not "
+            "the clock): minutes of pretraining (the cached checkpoint's own) and of fine-tuning a seed, "
+            "and reviews scored per second.",
+            "",
+            to_markdown(clock),
+            "",
+        ]
+    if lesson_seconds:
+        lines += [
+            "What each lesson took in this run (the lessons' headers point here), minutes of wall time, "
+            "pretraining included:",
+            "",
+            to_markdown(pd.DataFrame([{"lesson": k, "minutes": f"{v / 60:.1f}"} for k, v in lesson_seconds.items()])),
+            "",
+        ]
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out
 
 
 README_START = "<!-- results:start (written by `make report` from figures/comparison.md; do not edit) -->"

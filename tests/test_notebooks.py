@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nblib import report
+from nblib import comparison, report
 from nblib.presets import get_preset
 
 NOTEBOOKS = report.lesson_notebooks()
@@ -170,7 +170,7 @@ def test_notebook_runs_in_smoke_preset(notebook, lesson_run):
 def test_comparison_table_from_the_smoke_records(lesson_run, tmp_path, monkeypatch):
     runs, _ = lesson_run("01_baselines")
     monkeypatch.setenv("NBLIB_RUNS_DIR", str(runs))
-    path = report.write_comparison("smoke", out=tmp_path / "comparison.md")
+    path = comparison.write_comparison("smoke", out=tmp_path / "comparison.md")
     text = path.read_text(encoding="utf-8")
     for model in ("majority", "tfidf", "static"):
         assert f"| {model} |" in text

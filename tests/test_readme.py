@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from nblib import comparison, plotting
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +31,38 @@ def test_every_figure_comes_from_the_comparisons_run():
     ids = {png.name: plotting.figure_run_id(png) for png in sorted((ROOT / "figures").glob("*.png"))}
     others = {name: i for name, i in ids.items() if i != run}
     assert not others, f"figures from another run than comparison.md's ({run}): {others}"
+
+
+def committed_figures_problems(figures: Path, notebooks: Path) -> list[str]:
+    """What keeps the committed figures from being one complete run: a figure without a run id (or one
+    drawn interactively), a run id other than comparison.md's, a comparison without one, and a figure
+    a lesson saves that is not committed."""
+    problems = []
+    run = _run_id((figures / "comparison.md").read_text(encoding="utf-8"))
+    if run is None:
+        problems.append("comparison.md names no run")
+    for png in sorted(figures.glob("*.png")):
+        found = plotting.figure_run_id(png)
+        if found in (None, "interactive"):
+            problems.append(f"{png.name} carries no run id")
+        elif found != run:
+            problems.append(f"{png.name} is from run {found}, comparison.md from {run}")
+    saved = set()
+    for nb in notebooks.glob("[0-9]*.ipynb"):
+        if nb.name.startswith("07_"):
+            continue  # lesson 07 runs only with `make report WITH_CHECKPOINTS=1`
+        saved |= set(re.findall(r'save_figure\(fig, \\"([0-9][0-9a-z_]+)\\"', nb.read_text(encoding="utf-8")))
+    problems += [f"{name}.png is saved by a lesson but not committed" for name in sorted(saved)
+                 if not (figures / f"{name}.png").exists()]
+    return problems
+
+
+# The committed figures are still those of a run of an earlier protocol (no run ids; several figures
+# missing): this test fails on them, as it must, until a complete `make report` is committed (#34).
+@pytest.mark.xfail(strict=True, reason="no complete run of the current protocol is committed yet")
+def test_the_committed_figures_are_one_complete_run():
+    problems = committed_figures_problems(ROOT / "figures", ROOT / "notebooks")
+    assert not problems, "\n".join(problems)
 
 
 def test_the_run_id_check_can_fail(tmp_path, monkeypatch):

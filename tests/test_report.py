@@ -4,7 +4,7 @@ import re
 import nbformat
 import pytest
 
-from nblib import report
+from nblib import comparison, report
 from nblib.classifier import score_predictions
 from nblib.presets import get_preset
 from nblib.records import RecordError, make_record, write_record
@@ -31,7 +31,7 @@ def records(runs_tmp):
 
 
 def test_table_means_and_stds_over_seeds(records):
-    table = report.comparison_table(report.load_records(records))
+    table = comparison.comparison_table(comparison.load_records(records))
     assert table["model"].tolist() == ["tfidf", "bert", "bert"]
     bert = table[(table["model"] == "bert") & (table["variant"] == "pretrained")].iloc[0]
     assert bert["test accuracy"] == "0.820 ± 0.020" and bert["seeds"] == 3
@@ -39,19 +39,19 @@ def test_table_means_and_stds_over_seeds(records):
 
 
 def test_write_comparison(records, tmp_path):
-    path = report.write_comparison("smoke", out=tmp_path / "c.md")
+    path = comparison.write_comparison("smoke", out=tmp_path / "c.md")
     text = path.read_text(encoding="utf-8")
     assert "| bert | pretrained | 3 | 0.820 ± 0.020 |" in text and "Protocol" in text
     # the clock (minutes, reviews/s) sits in its own table after the results, which a rerun reproduces
-    results, clock = text.split(report.COST_HEADING)
+    results, clock = text.split(comparison.COST_HEADING)
     assert "pretrain min" not in results and "reviews/s" not in results
     assert "| model | variant | pretrain min | fine-tune min | reviews/s |" in clock
     assert "| bert | pretrained | 2.0 |" in clock
 
 
 def test_write_comparison_without_records(runs_tmp, tmp_path):
-    text = report.write_comparison("smoke", out=tmp_path / "c.md").read_text(encoding="utf-8")
-    assert "_No results records yet._" in text and report.COST_HEADING not in text
+    text = comparison.write_comparison("smoke", out=tmp_path / "c.md").read_text(encoding="utf-8")
+    assert "_No results records yet._" in text and comparison.COST_HEADING not in text
 
 
 def test_bad_records_name_the_file(records):
@@ -60,12 +60,12 @@ def test_bad_records_name_the_file(records):
     del data["test"]
     bad.write_text(json.dumps(data))
     with pytest.raises(RecordError, match=rf"{bad}: missing field 'test'"):
-        report.load_records(records)
+        comparison.load_records(records)
     data["test"] = data["val"]
     data["model"] = "xlnet"
     bad.write_text(json.dumps(data))
     with pytest.raises(RecordError, match=rf"{bad}: unknown model 'xlnet'"):
-        report.load_records(records)
+        comparison.load_records(records)
 
 
 def test_failing_notebook_names_the_cell(tmp_path):
@@ -130,21 +130,31 @@ def test_report_order_runs_compare_last_and_07_on_request(tmp_path):
 def with_predictions(record, labels, n_wrong):
     """The record with test predictions that get the first ``n_wrong`` reviews wrong."""
     pred = [int(y) if i >= n_wrong else 1 - int(y) for i, y in enumerate(labels)]
-    return {**record, "predictions": {"ids": list(labels.index), "pred": pred}}
+    return {**record, "predictions": {"ids": list(labels.index), "pred": pred, "labels": [int(y) for y in labels]}}
 
 
 def test_write_comparison_adds_the_gap_table_when_records_hold_predictions(runs_tmp, tmp_path, monkeypatch):
     import pandas as pd
 
     labels = pd.Series([i % 2 for i in range(100)], index=range(100))
-    monkeypatch.setattr(report, "_labels", lambda: {"test": labels})
     for seed in (0, 1):
         write_record(with_predictions(fake_record("gpt", "pretrained", seed, 0.9), labels, 5))
         write_record(with_predictions(fake_record("gpt", "random", seed, 0.8), labels, 15))
-    text = report.write_comparison("smoke", out=tmp_path / "c.md").read_text(encoding="utf-8")
+    text = comparison.write_comparison("smoke", out=tmp_path / "c.md").read_text(encoding="utf-8")
     # 95 vs 85 reviews right out of 100 on both seeds: +10 points, and the interval is above zero
     assert "What pretraining adds" in text and "| gpt | all | 2 / 2 | +10.0 [" in text
     assert "] | pays |" in text
+
+
+def test_the_comparison_reads_labels_from_the_records_and_refuses_records_without_them(runs_tmp, tmp_path):
+    import pandas as pd
+
+    labels = pd.Series([i % 2 for i in range(10)], index=range(100, 110))
+    right = with_predictions(fake_record("gpt", "pretrained", 0, 0.9), labels, 0)
+    assert comparison.labels_from_records([right])["test"].equals(labels)
+    old = {**right, "predictions": {k: v for k, v in right["predictions"].items() if k != "labels"}}
+    with pytest.raises(comparison.ComparisonError, match="keep no true labels"):
+        comparison.labels_from_records([old])
 
 
 def test_reading_records_imports_no_deep_learning_code():
@@ -152,8 +162,8 @@ def test_reading_records_imports_no_deep_learning_code():
     import subprocess
     import sys
 
-    code = ("import sys, nblib.records, nblib.report; "
-            "heavy = {'torch', 'pytorch_lightning', 'torchmetrics'} & set(sys.modules); "
+    code = ("import sys, nblib.records, nblib.report, nblib.comparison; "
+            "heavy = {'torch', 'pytorch_lightning', 'torchmetrics', 'nblib.data'} & set(sys.modules); "
             "assert not heavy, heavy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -188,7 +198,8 @@ def test_an_interrupted_run_resumes_where_it_stopped_under_its_run_id(runs_tmp, 
     """A killed `make report` keeps its finished lessons: RESUME=1 runs only the rest, under the same id."""
     lessons = [tmp_path / f"{n}.ipynb" for n in ("00_data", "01_baselines", "02_elmo", "05_compare")]
     monkeypatch.setattr(report, "lesson_notebooks", lambda: lessons)
-    monkeypatch.setattr(report, "FIGURES_DIR", tmp_path / "figures")
+    monkeypatch.setattr(comparison, "FIGURES_DIR", tmp_path / "figures")
+    monkeypatch.setattr(report, "lesson_parameters", lambda nb, preset_name, ablations: {"PRESET": preset_name})
     executed: list[tuple[str, str]] = []
 
     def execute(nb, output, parameters, *, timeout_s=None):
