@@ -2,7 +2,8 @@
 #   make test     set up .venv, fetch data, run the whole test suite (unit + notebooks + grading)
 #   make report   the main job: run every lesson with papermill in $(PRESET), write figures/ and the table
 #                 (WITH_CHECKPOINTS=1 adds lesson 07: downloads bert-base-chinese, a GPU is advised;
-#                 RESUME=1 continues an interrupted run of the same commit where it stopped)
+#                 RESUME=1 continues an interrupted run of the same commit where it stopped;
+#                 runs whose inputs did not change come from the cache under runs/, FRESH=1 ignores it)
 #   make ablations  the lessons' ablations in $(PRESET), added to the table (not part of make report)
 #   make lab      your own copies of the lessons (student versions in lab/, never overwritten) in JupyterLab
 #                 (SOLUTIONS=1 opens the instructor's notebooks/ with the solutions instead)
@@ -17,6 +18,9 @@ PRESET ?= small
 # Where to read the corpora instead of the network (a folder holding the three public files).
 NBLIB_DATA_MIRROR ?=
 export NBLIB_DATA_MIRROR
+# FRESH=1: ignore the cache of runs and pretraining checkpoints under runs/ (recompute everything, then overwrite it).
+FRESH ?=
+export NBLIB_FRESH = $(FRESH)
 # Opt-in cap on each pretraining, in minutes, for slow laptops (empty: the whole character budget).
 # A capped run says so in its record and the comparison marks its row "cut at N min".
 MAX_PRETRAIN_MINUTES ?=

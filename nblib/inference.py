@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from nblib import elmo
 from nblib.classifier import SentimentClassifier, predict
 from nblib.text import (
     SPECIAL_TOKENS,
@@ -75,6 +74,8 @@ class ElmoCollate:
     max_chars_per_word: int
 
     def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        from nblib import elmo  # here, not at the top: a BERT or GPT run does not depend on elmo.py
+
         return elmo.collate_elmo(texts, self.word_tokenizer, self.char_tokenizer, self.max_words,
                                  self.max_chars_per_word)
 
@@ -86,7 +87,7 @@ def describable(collate: Any) -> TokenCollate | ElmoCollate | None:
         return collate
     if isinstance(collate, functools.partial) and not collate.args:
         kw = collate.keywords
-        if collate.func is elmo.collate_elmo:
+        if getattr(collate.func, "__module__", None) == "nblib.elmo" and collate.func.__name__ == "collate_elmo":
             try:
                 return ElmoCollate(kw["word_tokenizer"], kw["char_tokenizer"], kw["max_words"],
                                    kw["max_chars_per_word"])

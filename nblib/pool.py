@@ -15,6 +15,8 @@ The pool is joblib's (loky processes by default), so the same grid can spread ov
 no code change: start a Dask cluster and set ``NBLIB_POOL_BACKEND=dask`` (and
 ``NBLIB_DASK_SCHEDULER=tcp://host:8786``), or ``NBLIB_POOL_BACKEND=ray`` with a Ray cluster
 (``ray.util.joblib``). ``NBLIB_WORKERS`` overrides the number of workers.
+
+A job that already ran with the same inputs is not run again: :mod:`nblib.runcache` keys it by content.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import joblib
+
+from nblib import runcache
 
 WORKERS_ENV = "NBLIB_WORKERS"  # workers of the pool (default: cores // threads per job)
 BACKEND_ENV = "NBLIB_POOL_BACKEND"  # "loky" (default), "dask" or "ray"
@@ -88,19 +92,31 @@ def run_jobs(
     workers: int | None = None,
     backend: str | None = None,
     desc: str = "runs",
+    cache: bool = True,
 ) -> list[T]:
     """``[job(**kwargs) for kwargs in jobs]``, each at ``threads`` torch threads, on a pool of
     ``workers`` processes (default :func:`default_workers`), results in the order of ``jobs``.
 
     ``job`` may be a function defined in a notebook: joblib sends it by value (cloudpickle), with the
-    globals it reads. Prints one line as each job finishes (what a papermill run keeps).
+    globals it reads. With ``cache`` (the default) a job whose key (:func:`nblib.runcache.job_key`:
+    its code, the values it reads, its arguments, its threads, the library modules it reaches) matches
+    a finished run is not run again: its result comes from ``runs/cache/`` (``NBLIB_FRESH=1`` ignores
+    it). Prints one line as each job finishes (what a papermill run keeps).
     """
     jobs = list(jobs)
+    keys = [runcache.job_key(job, kwargs, threads) for kwargs in jobs] if cache else [None] * len(jobs)
+    results: list[Any] = [runcache.load(key) if key else runcache.MISSING for key in keys]
+    todo = [k for k, result in enumerate(results) if result is runcache.MISSING]
+    if len(todo) < len(jobs):
+        print(f"{len(jobs) - len(todo)} of {len(jobs)} {desc} unchanged since they ran: taken from "
+              f"{runcache.cache_dir()}", flush=True)
+    if not todo:
+        return results
     workers = default_workers(threads) if workers is None else workers
     backend = _backend(backend)
-    if backend == "loky" and (workers == 1 or len(jobs) <= 1):
+    if backend == "loky" and (workers == 1 or len(todo) <= 1):
         workers = 1  # no pool: the jobs run here, one after the other
-    calls = [joblib.delayed(_with_threads)(job, threads, kwargs) for kwargs in jobs]
+    calls = [joblib.delayed(_with_threads)(job, threads, jobs[k]) for k in todo]
     client = None
     if backend == "dask" and os.environ.get(DASK_SCHEDULER_ENV):
         from distributed import Client
@@ -108,13 +124,15 @@ def run_jobs(
         client = Client(os.environ[DASK_SCHEDULER_ENV])
     try:
         where = "this process" if workers == 1 else f"{workers} {backend} workers"
-        print(f"{len(jobs)} {desc} on {where}, {threads} thread{'s' if threads > 1 else ''} each", flush=True)
+        print(f"{len(todo)} {desc} on {where}, {threads} thread{'s' if threads > 1 else ''} each", flush=True)
         options = {"inner_max_num_threads": threads} if backend == "loky" and workers > 1 else {}
         with joblib.parallel_config(backend=backend, n_jobs=workers, **options):
-            results = []
-            for k, result in enumerate(joblib.Parallel(return_as="generator")(calls), start=1):
-                results.append(result)
-                print(f"  {desc}: {k}/{len(jobs)} done", flush=True)
+            outputs = joblib.Parallel(return_as="generator")(calls)
+            for done, (k, result) in enumerate(zip(todo, outputs, strict=True), start=1):
+                results[k] = result
+                if keys[k]:
+                    runcache.store(keys[k], result)  # here, not in the worker: one writer per entry
+                print(f"  {desc}: {done}/{len(todo)} done", flush=True)
         return results
     finally:
         if client is not None:

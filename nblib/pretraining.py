@@ -29,6 +29,7 @@ from nblib.datamodules import LanguageModelDataModule
 from nblib.inference import build_model, model_spec, tokenizer_vocabulary
 from nblib.presets import Preset
 from nblib.records import runs_dir
+from nblib.runcache import fresh
 
 ADAMW_IMPLEMENTATIONS = ("for-loop", "foreach", "fused")
 
@@ -151,7 +152,7 @@ def pretrain(
         settings["adamw"] = adamw
     model_desc, collate_desc, vocabularies = describe_inputs(model, datamodule.collate)
     settings.update(model=model_desc, collate=collate_desc)
-    if path.exists() and not force:
+    if path.exists() and not force and not fresh():  # make report FRESH=1: retrain, then overwrite
         saved = torch.load(path, map_location="cpu", weights_only=True)
         info = json.loads(saved["info"])
         if info.get("settings") == settings:

@@ -43,7 +43,7 @@ def finetune_static(seed: int, n_labels: int, run_root: str) -> tuple[dict, str,
 
 def run_grid(tmp_path: Path, name: str, **options) -> list[tuple[dict, str, int]]:
     jobs = [dict(job, run_root=str(tmp_path / name)) for job in GRID]
-    return pool.run_jobs(finetune_static, jobs, threads=1, desc=name, **options)
+    return pool.run_jobs(finetune_static, jobs, threads=1, desc=name, cache=False, **options)
 
 
 @pytest.fixture(scope="module")
