@@ -273,6 +273,10 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
     """Write ``figures/comparison.md``: the table, the gains with their intervals, the protocol, the run."""
     records = [r for r in load_records(runs_dir() / preset_name) if r.get("task", "sentiment") == "sentiment"]
     table, clock = split_results_and_clock(comparison_table(records))
+    ablations = pd.DataFrame()
+    if len(table):  # variants with a suffix (pretrained-frozen, random-lm0) come from `make ablations`
+        is_ablation = table["variant"].map(lambda v: "-" in v.split(" ")[0])
+        table, ablations = table[~is_ablation], table[is_ablation]
     out = out or FIGURES_DIR / "comparison.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -285,7 +289,7 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
         "",
         f"Written from the `{preset_name}` results records by `nblib.report` (what `make report` runs) "
         f"on {when}, commit {git_revision()}{wall}; run `{os.environ.get(RUN_ID_ENV, 'table only')}`; "
-        f"torch {versions.get('torch', '?')}, {versions.get('threads', '?')} threads, "
+        f"torch {versions.get('torch', '?')}, {versions.get('threads', '?')} torch thread(s) per fine-tuning run, "
         f"device {versions.get('device', '?')}.",
         "",
         "Protocol: the fixed stratified 80/10/10 split (seed 0) of ChnSentiCorp_htl_all; the same "
@@ -293,11 +297,18 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
         "pretrained model (a row cut short by an opt-in time cap says so and is not compared); the same "
         "fine-tuning epochs, each model's learning rate chosen on validation; the epoch (or C) chosen by "
         f"validation macro-F1; test metrics on the hotel test reviews and, out of domain, on {ood_size:,} "
-        "waimai_10k food-delivery reviews that no model read in any form; mean ± std over seeds.",
+        "waimai_10k food-delivery reviews that no model read in any form; mean ± std over seeds. The "
+        "ablations (ELMo's frozen biLM, GPT without its auxiliary LM loss) are not part of the main job: "
+        "`make ablations` adds them in a section of their own.",
         "",
         to_markdown(table) if len(table) else "_No results records yet._",
         "",
     ]
+    if len(ablations):
+        lines += ["Ablations (`make ablations`, `preset.seeds_for_ablations`): the same protocol with one part "
+                  "of the recipe changed, named by the variant's suffix (`-frozen`: the pretrained or random "
+                  "encoder is not trained, only the layer mix and head; `-lm0`: no auxiliary LM loss).",
+                  "", to_markdown(ablations), ""]
     has_predictions = any(r.get("predictions") for r in records)
     gains = gains_table(records, labels_from_records(records)) if has_predictions else pd.DataFrame()
     if len(gains):

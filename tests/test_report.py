@@ -49,6 +49,14 @@ def test_write_comparison(records, tmp_path):
     assert "| bert | pretrained | 2.0 |" in clock
 
 
+def test_ablations_get_a_section_of_their_own(records, tmp_path):
+    write_record(fake_record("gpt", "pretrained-lm0", 0, 0.85))
+    text = comparison.write_comparison("smoke", out=tmp_path / "c.md").read_text(encoding="utf-8")
+    main, rest = text.split("Ablations (`make ablations`")
+    assert "pretrained-lm0" not in main and "| gpt | pretrained-lm0 | 1 | 0.850 |" in rest
+    assert "| bert | pretrained | 3 |" in main
+
+
 def test_write_comparison_without_records(runs_tmp, tmp_path):
     text = comparison.write_comparison("smoke", out=tmp_path / "c.md").read_text(encoding="utf-8")
     assert "_No results records yet._" in text and comparison.COST_HEADING not in text
