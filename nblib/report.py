@@ -113,6 +113,8 @@ def run_all(preset_name: str, only: Sequence[str] = (), with_checkpoints: bool =
                       "lessons": [nb.stem for nb in notebooks], "lesson_seconds": {}, "wall_seconds": 0.0}
     # one id for everything this run draws: figures carry it in their metadata, the table in its header
     os.environ[RUN_ID_ENV] = state["run_id"]
+    if not only and not state["lesson_seconds"]:
+        clear_figures()
     lesson_seconds: dict[str, float] = state["lesson_seconds"]
     if lesson_seconds:
         print(f"[{preset.name}] resuming run {state['run_id']}: {', '.join(lesson_seconds)} done", flush=True)
@@ -169,6 +171,19 @@ def run_ablations(preset_name: str, only: Sequence[str] = ()) -> Path:
                          timeout_s=preset.notebook_timeout_s)
         print(f"[{preset.name}] {nb.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
     return write_comparison(preset.name)
+
+
+def clear_figures() -> None:
+    """Remove the main job's figures (``figures/*.png``) before a whole run draws them again, so that every
+    figure left is this run's: one a lesson no longer draws does not survive from an older run. The
+    ablations' figures (``figures/ablations/``, ``make ablations``) are left alone."""
+    from nblib import comparison
+
+    stale = sorted(comparison.FIGURES_DIR.glob("*.png"))
+    for png in stale:
+        png.unlink()
+    if stale:
+        print(f"removed the {len(stale)} figures of the last run from {comparison.FIGURES_DIR}", flush=True)
 
 
 def write_run_state(path: Path, state: dict, seconds_this_time: float) -> None:

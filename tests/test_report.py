@@ -217,8 +217,14 @@ def test_an_interrupted_run_resumes_where_it_stopped_under_its_run_id(runs_tmp, 
         executed.append((nb.stem, report.os.environ[report.RUN_ID_ENV]))
 
     monkeypatch.setattr(report, "execute_notebook", execute)
+    (tmp_path / "figures" / "ablations").mkdir(parents=True)
+    for stale in ("figures/01_old.png", "figures/ablations/03_truncation.png"):
+        (tmp_path / stale).write_bytes(b"a figure of an older run")
     with pytest.raises(KeyboardInterrupt):
         report.run_all("smoke")
+    # a whole run starts without the last run's figures (the ablations' are make ablations' own)
+    assert not (tmp_path / "figures" / "01_old.png").exists()
+    assert (tmp_path / "figures" / "ablations" / "03_truncation.png").exists()
     first_id = executed[0][1]
     state = json.loads((runs_tmp / "smoke" / report.RUN_STATE).read_text())
     assert state["run_id"] == first_id and list(state["lesson_seconds"]) == ["00_data", "01_baselines"]
