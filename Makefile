@@ -44,7 +44,7 @@ data: setup
 	$(PY) -m nblib.data fetch-all
 
 test: data
-	$(PY) -m ruff check nblib tests benchmarks notebooks
+	$(PY) -m ruff check nblib grader tests benchmarks notebooks
 	$(PY) -m pytest -q
 
 report: data
@@ -73,7 +73,7 @@ bench: data
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 lint: setup
-	$(PY) -m ruff check nblib tests benchmarks notebooks
+	$(PY) -m ruff check nblib grader tests benchmarks notebooks
 
 # Rewrite constraints.txt from the current environment (what CI then installs).
 lock: setup
