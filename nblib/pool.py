@@ -104,6 +104,7 @@ def run_jobs(
     it). Prints one line as each job finishes (what a papermill run keeps).
     """
     jobs = list(jobs)
+    backend = _backend(backend)  # an unknown one is refused before anything runs or is read
     keys = [runcache.job_key(job, kwargs, threads) for kwargs in jobs] if cache else [None] * len(jobs)
     results: list[Any] = [runcache.load(key) if key else runcache.MISSING for key in keys]
     todo = [k for k, result in enumerate(results) if result is runcache.MISSING]
@@ -113,7 +114,6 @@ def run_jobs(
     if not todo:
         return results
     workers = default_workers(threads) if workers is None else workers
-    backend = _backend(backend)
     if backend == "loky" and (workers == 1 or len(todo) <= 1):
         workers = 1  # no pool: the jobs run here, one after the other
     calls = [joblib.delayed(_with_threads)(job, threads, jobs[k]) for k in todo]

@@ -827,7 +827,9 @@ def test_honest_students_get_their_solo_grades(battery, tmp_path):
     for student in ("alice", "张三"):
         assert solo[student] == batch[student]
     assert (solo["carol"]["status"], solo["carol"]["total"]) == ("errors", "3")
-    assert sorted(p.name for p in (out / "feedback").iterdir()) == ["alice.md", "carol.md", "张三.md"]
+    # each student's feedback as Markdown and as HTML
+    assert sorted(p.name for p in (out / "feedback").iterdir()) == [
+        "alice.html", "alice.md", "carol.html", "carol.md", "张三.html", "张三.md"]
 
 
 @pytest.mark.slow
