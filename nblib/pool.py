@@ -105,7 +105,7 @@ def run_jobs(
     """
     jobs = list(jobs)
     backend = _backend(backend)  # an unknown one is refused before anything runs or is read
-    keys = [runcache.job_key(job, kwargs, threads) for kwargs in jobs] if cache else [None] * len(jobs)
+    keys = runcache.job_keys(job, jobs, threads) if cache else [None] * len(jobs)
     results: list[Any] = [runcache.load(key) if key else runcache.MISSING for key in keys]
     todo = [k for k, result in enumerate(results) if result is runcache.MISSING]
     if len(todo) < len(jobs):

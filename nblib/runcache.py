@@ -219,20 +219,36 @@ class _Fingerprint:
                 self.feed(fn.__globals__[name])
 
 
+def job_keys(job: Callable[..., Any], jobs: Iterable[dict[str, Any]], threads: int,
+             source_of: Callable[[str], bytes] = _source_bytes) -> list[str]:
+    """:func:`job_key` of each of ``jobs`` (argument dicts) for one ``job``: the function and the values it
+    reads (the pretrained weights, the reviews) are fingerprinted once for the whole grid, not once a job."""
+    import torch
+
+    common = _Fingerprint()
+    common.text("threads", threads, "torch", torch.__version__)
+    common.feed(job)
+    sources: dict[frozenset[str], list[tuple[str, bytes]]] = {}
+    keys = []
+    for kwargs in jobs:
+        fp = _Fingerprint()
+        fp.hash, fp.modules, fp._functions = common.hash.copy(), set(common.modules), set(common._functions)
+        fp.feed(kwargs)
+        reached = frozenset(fp.modules)
+        if reached not in sources:  # the closure and its sources, once per set of modules
+            sources[reached] = [(name, hashlib.sha256(source_of(name)).digest()) for name in module_closure(reached)]
+        for name, digest in sources[reached]:
+            fp.text("source", name)
+            fp.hash.update(digest)
+        keys.append(fp.hash.hexdigest())
+    return keys
+
+
 def job_key(job: Callable[..., Any], kwargs: dict[str, Any], threads: int,
             source_of: Callable[[str], bytes] = _source_bytes) -> str:
     """The sha256 of what fixes ``job(**kwargs)``'s result at ``threads`` torch threads (see the module's
     docstring). ``source_of`` reads a module's source (a test changes one module's)."""
-    import torch
-
-    fp = _Fingerprint()
-    fp.text("threads", threads, "torch", torch.__version__)
-    fp.feed(job)
-    fp.feed(kwargs)
-    for name in module_closure(fp.modules):
-        fp.text("source", name)
-        fp.hash.update(hashlib.sha256(source_of(name)).digest())
-    return fp.hash.hexdigest()
+    return job_keys(job, [kwargs], threads, source_of)[0]
 
 
 def job_modules(job: Callable[..., Any], kwargs: dict[str, Any]) -> list[str]:

@@ -53,6 +53,9 @@ def test_the_key_follows_threads_code_and_arguments():
     assert key != runcache.job_key(double_sum, {"frame": frame, "offset": 0}, threads=2)
     assert key != runcache.job_key(double_sum, {"frame": frame, "offset": 5}, threads=1)
     assert key != runcache.job_key(run, {"frame": frame, "offset": 0}, threads=1)
+    # a grid's keys, computed together, are each job's own
+    grid = [{"frame": frame, "offset": 0}, {"frame": frame, "offset": 5}]
+    assert runcache.job_keys(double_sum, grid, threads=1) == [runcache.job_key(double_sum, g, threads=1) for g in grid]
     weights = {"w": torch.ones(3)}
     assert runcache.job_key(double_sum, {"frame": frame, "offset": weights}, threads=1) != \
         runcache.job_key(double_sum, {"frame": frame, "offset": {"w": torch.tensor([1.0, 1.0, 1.5])}}, threads=1)
