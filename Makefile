@@ -50,7 +50,8 @@ test: data
 report: data
 	$(PY) -m nblib.report run --preset $(PRESET) $(if $(WITH_CHECKPOINTS),--with-checkpoints) $(if $(RESUME),--resume)
 
-# The lessons' ablations (frozen ELMo, GPT without its auxiliary LM loss, BERT's truncation study), then the table.
+# The lessons' ablations (frozen ELMo, GPT without its auxiliary LM loss, BERT's truncation study, the
+# label counts the main job leaves out: preset.ablation_label_counts), then the table.
 ablations: data
 	$(PY) -m nblib.report ablations --preset $(PRESET)
 

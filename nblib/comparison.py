@@ -13,7 +13,7 @@ chance at once: the reviews (another test set of the same size) and the seeds (a
 initialisation and batch order). "Pretraining pays" is said only where the whole interval is above
 zero (:func:`verdict`).
 
-The gains are computed for every model and label count (100, 300, 1,000 and all labels) on the
+The gains are computed for every model and label count (on `small`: 100, 1,000 and all labels; 300 once `make ablations` has run) on the
 in-domain test (hotel reviews) and on the out-of-domain test (waimai food-delivery reviews that no
 model read in any form; ``data.ood_test``), from the ``predictions`` and ``ood_predictions`` of
 the records.
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nblib.presets import get_preset
+from nblib.presets import Preset, get_preset
 from nblib.records import REPO_ROOT, RUN_ID_ENV, RecordError, git_revision, load_record, runs_dir
 
 FIGURES_DIR = REPO_ROOT / "figures"
@@ -268,6 +268,17 @@ def labels_from_records(records: Sequence[Mapping]) -> dict[str, pd.Series]:
     return out
 
 
+def _label_count_line(preset: Preset) -> str:
+    """The protocol line's sentence on label counts, and the cuts that keep the main job within its time."""
+    line = (f" Label-efficiency runs: {', '.join(f'{n:,}' for n in preset.label_counts)} labelled reviews in the "
+            "main job")
+    if preset.ablation_label_counts:
+        extra = ", ".join(f"{n:,}" for n in preset.ablation_label_counts)
+        line += (f"; {extra} only with `make ablations` (at every seed; its rows join the gains table once it "
+                 "has run), cut from the main job to fit its time on 2 cores")
+    return line + "."
+
+
 def write_comparison(preset_name: str, wall_seconds: float | None = None,
                      out: Path | None = None, lesson_seconds: dict[str, float] | None = None) -> Path:
     """Write ``figures/comparison.md``: the table, the gains with their intervals, the protocol, the run."""
@@ -299,7 +310,8 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
         f"validation macro-F1; test metrics on the hotel test reviews and, out of domain, on {ood_size:,} "
         "waimai_10k food-delivery reviews that no model read in any form; mean ± std over seeds. The "
         "ablations (ELMo's frozen biLM, GPT without its auxiliary LM loss) are not part of the main job: "
-        "`make ablations` adds them in a section of their own.",
+        "`make ablations` adds them in a section of their own."
+        + _label_count_line(preset),
         "",
         to_markdown(table) if len(table) else "_No results records yet._",
         "",

@@ -139,7 +139,7 @@ def run_all(preset_name: str, only: Sequence[str] = (), with_checkpoints: bool =
     return path
 
 
-ABLATIONS_PARAMETER = "ABLATIONS"  # a lesson's switch for its ablations (frozen ELMo, GPT λ = 0, truncation)
+ABLATIONS_PARAMETER = "ABLATIONS"  # a lesson's switch for its ablations (frozen ELMo, GPT λ = 0, truncation, the ablation label counts)
 
 
 def lesson_parameters(notebook: Path, preset_name: str, ablations: bool) -> dict:
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run of this commit where it stopped, under its run id")
     abl = sub.add_parser("ablations", help="run the lessons' ablations (frozen ELMo, GPT without its "
-                         "auxiliary LM loss, BERT's truncation study), then rewrite the table")
+                         "auxiliary LM loss, BERT's truncation study, the 300-label runs of `small`), then rewrite the table")
     abl.add_argument("--preset", default="small", choices=list(PRESETS))
     abl.add_argument("--only", nargs="*", default=[], help="lesson prefixes, e.g. 02 04")
     table = sub.add_parser("table", help="only (re)write figures/comparison.md from the records")

@@ -90,13 +90,28 @@ def test_replace_refuses_a_value_of_another_kind_and_converts_yaml_lists():
 def test_few_label_min_steps_and_validation_interval():
     small = get_preset("small")
     assert small.few_label_min_steps == 150  # small's choice on validation (experiments/few_label_probe.py)
-    # 100 reviews at batch 32 are 4 steps an epoch: 38 epochs for 150 steps, validated every 4th
-    # epoch (at most 10 checks), so rounded up to 40 epochs and the last epoch is validated
-    assert small.val_every(38) == 4 and small.few_label_epochs(100) == 40
-    assert small.few_label_epochs(300) == 16  # 10 steps an epoch: 15 epochs, every 2nd validated → 16
+    # 100 reviews at batch 32 are 4 steps an epoch: 38 epochs for 150 steps, validated every 8th
+    # epoch (at most 5 checks), so rounded up to 40 epochs and the last epoch is validated
+    assert small.max_val_checks == 5
+    assert small.val_every(38) == 8 and small.few_label_epochs(100) == 40
+    assert small.few_label_epochs(300) == 15  # 10 steps an epoch: 15 epochs, every 3rd validated
     assert small.few_label_min_epochs == 10  # and at least 10 epochs (1,000 labels: 5 left the twin at majority)
-    assert small.few_label_epochs(1000) == 10 and small.val_every(10) == 1
+    assert small.few_label_epochs(1000) == 10 and small.val_every(10) == 2
+    # the same epochs as with 10 checks (the schedule measured) for the main job's label counts
+    ten = small.replace(max_val_checks=10)
+    assert [ten.few_label_epochs(n) for n in small.label_counts] == [small.few_label_epochs(n) for n in small.label_counts]
+    assert small.val_every(small.finetune_epochs) == 1  # all-label runs still validate every epoch
     assert small.replace(few_label_min_epochs=None).few_label_epochs(1000) == 5  # 150 steps alone
     # a label-efficiency run on all 6,213 reviews would also take 10 epochs (the main run takes the preset's 2)
     assert small.few_label_epochs(6213) == 10
     assert small.replace(few_label_min_epochs=None).few_label_epochs(6213) == small.finetune_epochs
+
+
+def test_ablation_label_counts_join_only_with_ablations():
+    small = get_preset("small")
+    assert small.label_counts_to_run(False) == (100, 1000)  # the main job (`make report`)
+    assert small.label_counts_to_run(True) == (100, 300, 1000)  # `make ablations`, a learner's default
+    full = get_preset("full")
+    assert full.label_counts_to_run(False) == full.label_counts_to_run(True) == (100, 300, 1000)
+    both = small.replace(ablation_label_counts=[1000, 50])
+    assert both.label_counts_to_run(True) == (50, 100, 1000)  # sorted, no count twice
