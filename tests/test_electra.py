@@ -239,9 +239,11 @@ def test_runs_under_the_course_pretrainer(tokenizer: CharTokenizer, tmp_path) ->
     trainer.fit(module, datamodule=data)
     assert trainer.global_step == 3
     assert {"rtd_loss", "mlm_loss", "replaced_share"} <= set(module.history[-1])
+    # the replaced-token diagnostics reach the history the lesson plots (the loop logs every key)
+    assert {"rtd_precision", "rtd_recall", "rtd_auc"} <= set(module.history[-1])
     assert module.tokens_seen > 0
     held = pretraining.evaluate_pretraining(model, data.heldout_dataloader())
-    assert {"loss", "rtd_acc"} <= set(held)
+    assert {"loss", "rtd_acc", "rtd_auc"} <= set(held)
 
 
 def test_discriminator_fine_tunes_like_bert(tokenizer: CharTokenizer) -> None:
@@ -254,6 +256,246 @@ def test_discriminator_fine_tunes_like_bert(tokenizer: CharTokenizer) -> None:
     assert logits.shape == (3, 2)
     pooled, hidden = classifier.pooled(batch)
     torch.testing.assert_close(pooled, disc.pool(hidden[-1][:, 0]))
+
+
+# --- the published recipe, point by point (Clark et al. 2020; google-research/electra; issue 37)
+
+
+def test_defaults_are_lambda_50_and_a_half_wide_generator() -> None:
+    """λ = 50 (the paper's). The generator: Clark et al. recommend ¼-⅓ (¼ for ELECTRA-Small); the
+    course chose ½ on validation (docs/experiments.md, lesson 03b), which this pins so that a change
+    is deliberate."""
+    config = ElectraConfig(BertConfig(vocab_size=100, hidden_size=128, num_attention_heads=4,
+                                      intermediate_size=512))
+    assert config.rtd_weight == 50.0
+    assert config.generator_size == 0.5
+    assert config.generator_config().hidden_size == 64
+    assert ElectraConfig(config.discriminator, generator_size=1 / 3).generator_config().hidden_size == 43
+
+
+def test_generator_input_masks_85_keeps_15_and_never_randomises() -> None:
+    g = torch.Generator().manual_seed(0)
+    original = torch.randint(5, 90, (64, 100), generator=g)
+    selected = torch.rand(64, 100, generator=g) < 0.15
+    masked = electra.generator_input(original, selected, mask_token_id=4, generator=g)
+    assert torch.equal(masked[~selected], original[~selected])  # unselected: untouched
+    at = masked[selected]
+    is_mask = at == 4
+    assert torch.equal(at[~is_mask], original[selected][~is_mask])  # the rest kept, none random
+    assert float(is_mask.float().mean()) == pytest.approx(0.85, abs=0.02)  # ~960 selected positions
+    assert torch.equal(electra.generator_input(original, selected, 4, mask_share=1.0), original.masked_fill(selected, 4))
+
+
+def test_step_feeds_the_generator_85_15_not_the_batchs_80_10_10(tokenizer: CharTokenizer, monkeypatch) -> None:
+    """Was wrong: the generator read lesson 03's 80/10/10 batch (10% random characters in its input)."""
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size)).eval()
+    batch = collate_mlm(REVIEWS * 20, tokenizer, 32, seed=0)  # ~450 selected positions
+    selected = batch["labels"] != IGNORE_INDEX
+    original = torch.where(selected, batch["labels"], batch["input_ids"])
+    random_in_batch = selected & (batch["input_ids"] != 4) & (batch["input_ids"] != original)
+    assert random_in_batch.any(), "the collate's 80/10/10 must put random characters in for this test"
+    seen = []
+    encode = model.generator.encode
+    monkeypatch.setattr(model.generator, "encode", lambda ids, *a, **k: seen.append(ids) or encode(ids, *a, **k))
+    with torch.no_grad():
+        model.pretraining_step(batch)
+    gen_in = seen[0]
+    assert torch.equal(gen_in[~selected], original[~selected])
+    is_mask = gen_in[selected] == 4
+    assert torch.equal(gen_in[selected][~is_mask], original[selected][~is_mask])  # no random character
+    assert float(is_mask.float().mean()) == pytest.approx(0.85, abs=0.06)
+    # generator_mask_share=None: the batch's own input, as before
+    model.config.generator_mask_share = None
+    seen.clear()
+    with torch.no_grad():
+        model.pretraining_step(batch)
+    assert torch.equal(seen[0], batch["input_ids"])
+
+
+def test_word_position_type_embeddings_and_their_layer_norm_are_shared(tokenizer: CharTokenizer) -> None:
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
+    gen, disc = model.generator.bert.embeddings, model.discriminator.bert.embeddings
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "layer_norm"):
+        for p_gen, p_disc in zip(getattr(gen, name).parameters(), getattr(disc, name).parameters(), strict=True):
+            assert p_gen is p_disc, name
+    # the generator's loss alone (λ = 0) reaches every shared piece: the generator really reads them
+    model.config.rtd_weight = 0.0
+    batch = _batch(tokenizer)
+    batch["token_type_ids"][:, 5:] = 1  # both segment rows in use
+    batch["token_type_ids"][~batch["attention_mask"]] = 0
+    model.pretraining_step(batch)["loss"].backward()
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "layer_norm"):
+        assert getattr(disc, name).weight.grad.abs().sum() > 0, name
+    # rebuilt from its checkpoint description (pretraining.load_pretrained), still one module
+    from nblib import inference
+
+    rebuilt = inference.build_model(inference.model_spec(model))
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.generator.bert.embeddings is rebuilt.discriminator.bert.embeddings
+    assert rebuilt.config.generator_mask_share == 0.85
+
+
+def test_samples_follow_the_softmax_at_temperature_one() -> None:
+    logits = torch.tensor([[0.0, 1.0, 2.0]]).expand(4000, 3)
+    draws = sample_replacements(logits, torch.Generator().manual_seed(0))  # (4000,)
+    freq = torch.bincount(draws, minlength=3).float() / 4000
+    torch.testing.assert_close(freq, torch.tensor([0.0, 1.0, 2.0]).softmax(-1), atol=0.025, rtol=0)
+
+
+def test_rtd_loss_is_averaged_over_real_positions_only(tokenizer: CharTokenizer, monkeypatch) -> None:
+    """More padding changes nothing: the loss is a mean over the real positions ([CLS]/[SEP] included)."""
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size)).eval()
+    model.config.generator_mask_share = 1.0  # every selected position masked: no draw depends on the width
+    monkeypatch.setattr(electra, "sample_replacements", lambda logits: (logits.argmax(-1) + 1) % 50 + 5)
+    batch = _batch(tokenizer)
+    wide = {k: torch.nn.functional.pad(v, (0, 9), value=IGNORE_INDEX if k == "labels" else 0)
+            for k, v in batch.items()}
+    with torch.no_grad():
+        narrow_out, wide_out = model.pretraining_step(batch), model.pretraining_step(wide)
+    for key in ("rtd_loss", "replaced_share", "rtd_recall", "rtd_auc", "rtd_acc"):
+        torch.testing.assert_close(narrow_out[key], wide_out[key], atol=1e-5, rtol=1e-5)
+    assert int(wide["attention_mask"].sum()) == int(batch["attention_mask"].sum())
+
+
+def _lr_trace(tokenizer: CharTokenizer, tmp_path, steps: int = 14) -> tuple[list[float], float, int, object]:
+    """The learning rate at each step of the course's pretraining loop (pretraining_trainer, smoke
+    preset: warm-up 5 steps), for a tiny ELECTRA."""
+    import pytorch_lightning as pl
+
+    from nblib import datamodules, pretraining
+    from nblib.presets import get_preset
+
+    class Record(pl.Callback):
+        def __init__(self) -> None:
+            self.lrs: list[float] = []
+
+        def on_train_batch_start(self, trainer, *args) -> None:
+            self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
+    data = datamodules.LanguageModelDataModule(REVIEWS * 8, REVIEWS[:2],
+                                               lambda texts: collate_mlm(texts, tokenizer, 32), batch_size=4)
+    preset = get_preset("smoke")
+    record = Record()
+    module, trainer = pretraining.pretraining_trainer(model, preset, tmp_path, max_steps=steps,
+                                                      callbacks=[record])
+    trainer.fit(module, datamodule=data)
+    return record.lrs, module.hparams.lr, min(preset.warmup_steps, steps), trainer
+
+
+def test_pretraining_warms_up_linearly_then_decays(tokenizer: CharTokenizer, tmp_path) -> None:
+    lrs, peak, warm, _ = _lr_trace(tokenizer, tmp_path)
+    assert lrs[:warm] == pytest.approx([peak * (i + 1) / warm for i in range(warm)])
+    assert lrs[warm] == pytest.approx(peak)  # the step after the warm-up is at the peak
+    assert all(a > b for a, b in zip(lrs[warm:], lrs[warm + 1:], strict=False))  # then falls every step
+
+
+@pytest.mark.xfail(reason="nblib.pretraining decays by a cosine to 10% of the peak; Clark et al. decay "
+                          "linearly to 0 (lr_decay_power 1). Not ELECTRA's code: reported in issue 37")
+def test_pretraining_decays_linearly_to_zero_as_published(tokenizer: CharTokenizer, tmp_path) -> None:
+    lrs, peak, warm, trainer = _lr_trace(tokenizer, tmp_path)
+    steps = [b - a for a, b in zip(lrs[warm:], lrs[warm + 1:], strict=False)]
+    assert steps == pytest.approx([steps[0]] * len(steps), rel=1e-3)  # a straight line after the warm-up
+    assert lrs[-1] + steps[0] == pytest.approx(0.0, abs=abs(steps[0]))  # reaching 0 at the last step
+
+
+@pytest.mark.xfail(reason="the course's pretraining trainer clips no gradient; Clark et al. clip the global "
+                          "norm at 1. Not ELECTRA's code: reported in issue 37")
+def test_pretraining_clips_the_gradient_norm_at_one(tokenizer: CharTokenizer, tmp_path) -> None:
+    from nblib import pretraining
+    from nblib.presets import get_preset
+
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
+    _, trainer = pretraining.pretraining_trainer(model, get_preset("smoke"), tmp_path, max_steps=3)
+    assert trainer.gradient_clip_val == 1.0
+    assert trainer.gradient_clip_algorithm in (None, "norm")
+
+
+# --- diagnostics of the discriminator on the replaced characters
+
+
+@pytest.mark.parametrize(("scores", "truth", "expected"), [
+    ([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1], 0.75),  # scikit-learn's documented example
+    ([3.0, -1.0, 2.0, -2.0, 0.5, -0.5], [1, 1, 0, 0, 0, 0], 5 / 8),  # 3 beats all 4, -1 beats one
+    ([1.0, 1.0, 1.0, 1.0], [1, 0, 1, 0], 0.5),  # a constant discriminator: all ties
+    ([2.0, 2.0, 1.0, 3.0], [1, 0, 0, 0], 0.5),  # a tie counts half: (1 + 0.5 + 0) / 3
+    ([5.0, -5.0, 4.0, -4.0], [1, 0, 1, 0], 1.0),  # perfect
+    ([-5.0, 5.0, -4.0, 4.0], [1, 0, 1, 0], 0.0),  # perfectly wrong
+    ([0.3, -0.2], [0, 0], 0.5),  # one class: nothing to rank
+])
+def test_roc_auc_known_values(scores, truth, expected) -> None:
+    assert float(electra.roc_auc(torch.tensor(scores), torch.tensor(truth).bool())) == pytest.approx(expected)
+
+
+def test_roc_auc_agrees_with_scikit_learn_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        scores = torch.randint(0, 6, (300,), generator=g).float() + 1e3  # many ties, far from 0
+        truth = torch.rand(300, generator=g) < 0.15
+        assert float(electra.roc_auc(scores, truth)) == pytest.approx(roc_auc_score(truth, scores), abs=1e-6)
+
+
+def test_replaced_token_scores_on_hand_made_logits() -> None:
+    logits = torch.tensor([3.0, -1.0, 2.0, -2.0, 0.5, -0.5])
+    truth = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    out = electra.replaced_token_scores(logits, truth)  # flagged: 3, 2, 0.5; one of them replaced
+    assert float(out["rtd_precision"]) == pytest.approx(1 / 3)
+    assert float(out["rtd_recall"]) == pytest.approx(1 / 2)
+    assert float(out["rtd_auc"]) == pytest.approx(5 / 8)
+    none = electra.replaced_token_scores(torch.full((4,), -3.0), torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    assert [float(none[k]) for k in ("rtd_precision", "rtd_recall", "rtd_auc")] == [0.0, 0.0, 0.5]
+
+
+def _with_logits(model: ElectraForPreTraining, make, monkeypatch) -> None:
+    """Replace the discriminator's logits by ``make(is_replaced)`` (B, T) in every pass."""
+    import dataclasses
+
+    forward = model.forward_pass
+    monkeypatch.setattr(model, "forward_pass",
+                        lambda batch: (lambda out: dataclasses.replace(out, logits=make(out.is_replaced)))(forward(batch)))
+
+
+@pytest.mark.parametrize(("kind", "auc", "precision", "recall"),
+                         [("perfect", 1.0, 1.0, 1.0), ("constant", 0.5, 0.0, 0.0), ("inverted", 0.0, 0.0, 0.0)])
+def test_replaced_token_metrics_of_known_discriminators(tokenizer: CharTokenizer, monkeypatch,
+                                                        kind, auc, precision, recall) -> None:
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
+    make = {"perfect": lambda y: 6 * y - 3, "constant": lambda y: torch.full_like(y, -2.0),
+            "inverted": lambda y: 3 - 6 * y}[kind]
+    _with_logits(model, make, monkeypatch)
+    batches = [collate_mlm(REVIEWS, tokenizer, 32, seed=s) for s in range(3)]
+    out = electra.replaced_token_metrics(model, batches)
+    assert (out["roc_auc"], out["precision"], out["recall"]) == pytest.approx((auc, precision, recall))
+    assert out["batches"] == 3 and out["positions"] == sum(int(b["attention_mask"].sum()) for b in batches)
+    assert 0.0 < out["replaced_share"] < 0.2  # an untrained generator: nearly every sample differs
+    if kind == "constant":
+        assert out["rtd_acc"] == pytest.approx(1 - out["replaced_share"])  # the base rate, in accuracy
+        assert out["average_precision"] == pytest.approx(out["replaced_share"])
+
+
+def test_replaced_token_metrics_match_the_step_and_repeat(tokenizer: CharTokenizer) -> None:
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(_tiny(tokenizer.vocab_size)).train()
+    batch = _batch(tokenizer)
+    first = electra.replaced_token_metrics(model, [batch], seed=3)
+    assert model.training  # its mode is restored
+    assert electra.replaced_token_metrics(model, [batch], seed=3) == first  # seeded: the same numbers
+    model.eval()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        step = model.pretraining_step(batch)  # one batch: pooled = per batch
+    pairs = {"precision": "rtd_precision", "recall": "rtd_recall", "roc_auc": "rtd_auc",
+             "replaced_share": "replaced_share", "rtd_acc": "rtd_acc", "rtd_loss": "rtd_loss",
+             "generator_mlm_acc": "mlm_acc", "generator_mlm_loss": "mlm_loss"}
+    for ours, theirs in pairs.items():
+        assert first[ours] == pytest.approx(float(step[theirs]), abs=1e-5), ours
+    share = first["replaced_share"]
+    assert first["base_rate_entropy"] == pytest.approx(-(share * math.log(share) + (1 - share) * math.log(1 - share)))
+    assert 0 <= first["sampled_original_share"] <= 1
 
 
 # --- Hugging Face ELECTRA discriminators
