@@ -261,7 +261,7 @@ PRESETS: dict[str, Preset] = {
         # 0.822 pretrained (was 0.781) (experiments/few_label_probe.py 300 1000, seed 0)
         few_label_min_epochs=10,
         # 100 and 1,000 labels in the main job; 300 only in `make ablations` (at every seed): the second cut
-        # issue #34 names for a main job that does not fit its time on 2 cores (docs/experiments.md)
+        # fixed in advance for a main job that does not fit its time on 2 cores (docs/experiments.md)
         label_counts=(100, 1000),
         ablation_label_counts=(300,),
         # five validation passes per run instead of ten: on lesson 03's 18 label-efficiency runs, keeping
@@ -278,7 +278,7 @@ PRESETS: dict[str, Preset] = {
         # two-thread run after another; docs/experiments.md)
         job_threads=1,
         # lesson 08: sub-sampled so that the lesson fits on 2 cores: 3,000 / 3,000 / 400 took 18.6 min at
-        # the recipe below; halved (the first cut issue #34 names for the main job's time; docs/experiments.md)
+        # the recipe below; halved (the first cut fixed in advance for the main job's time; docs/experiments.md)
         ner_max_train=1500,
         nli_max_train=1500,
         qa_max_train=200,
