@@ -268,6 +268,25 @@ def labels_from_records(records: Sequence[Mapping]) -> dict[str, pd.Series]:
     return out
 
 
+def pretraining_budgets(records: Sequence[Mapping]) -> list[int]:
+    """The character budgets the records' pretrained models were given (``pretraining.settings``), sorted:
+    one number when the comparison is fair, several when records of different budgets were mixed."""
+    budgets = {((r.get("pretraining") or {}).get("settings") or {}).get("pretrain_chars") for r in records}
+    return sorted(b for b in budgets if b is not None)
+
+
+def _budget_phrase(records: Sequence[Mapping]) -> str:
+    """The protocol line's words for the pretraining budget, read from the records (not from today's preset,
+    which may have changed since they were made)."""
+    budgets = pretraining_budgets(records)
+    if not budgets:
+        return "no pretrained model among the records yet"
+    if len(budgets) == 1:
+        return f"the same budget of {budgets[0]:,} characters of it"
+    return ("budgets that DIFFER between records (" + ", ".join(f"{b:,}" for b in budgets)
+            + " characters): rows of different budgets are not a fair comparison; rerun `make report`")
+
+
 def _label_count_line(preset: Preset) -> str:
     """The protocol line's sentence on label counts, and the cuts that keep the main job within its time."""
     line = (f" Label-efficiency runs: {', '.join(f'{n:,}' for n in preset.label_counts)} labelled reviews in the "
@@ -293,7 +312,7 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     wall = f", wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else ""
     versions = records[0]["versions"] if records else {}
-    preset = get_preset(preset_name)  # its budget: the protocol the records were made under
+    preset = get_preset(preset_name)  # its label counts (the budget is read from the records)
     ood_size = max((len(r["ood_predictions"]["ids"]) for r in records if r.get("ood_predictions")), default=0)
     lines = [
         f"# Comparison — preset `{preset_name}`",
@@ -304,7 +323,7 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
         f"device {versions.get('device', '?')}.",
         "",
         "Protocol: the fixed stratified 80/10/10 split (seed 0) of ChnSentiCorp_htl_all; the same "
-        f"pretraining corpus and the same budget of {preset.pretrain_chars:,} characters of it for every "
+        f"pretraining corpus and {_budget_phrase(records)} for every "
         "pretrained model (a row cut short by an opt-in time cap says so and is not compared); the same "
         "fine-tuning epochs, each model's learning rate chosen on validation; the epoch (or C) chosen by "
         f"validation macro-F1; test metrics on the hotel test reviews and, out of domain, on {ood_size:,} "

@@ -110,3 +110,15 @@ def test_readme_block_round_trip():
     assert new.endswith("\n\nafter\n") and "old" not in new
     with pytest.raises(comparison.ComparisonError, match="markers"):
         comparison.write_readme_block("# no markers", md)
+
+
+def test_the_protocol_line_reads_the_budget_from_the_records_not_from_todays_preset():
+    def pretrained(chars):
+        return {"model": "bert", "variant": "pretrained", "pretraining": {"settings": {"pretrain_chars": chars}}}
+
+    random_twin = {"model": "bert", "variant": "random", "pretraining": None}
+    assert comparison.pretraining_budgets([pretrained(5_000_000), pretrained(5_000_000), random_twin]) == [5_000_000]
+    assert "the same budget of 5,000,000 characters" in comparison._budget_phrase([pretrained(5_000_000)])
+    mixed = comparison._budget_phrase([pretrained(5_000_000), pretrained(20_000)])
+    assert "DIFFER" in mixed and "20,000" in mixed and "5,000,000" in mixed
+    assert "no pretrained model" in comparison._budget_phrase([random_twin])
