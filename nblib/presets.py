@@ -235,8 +235,8 @@ PRESETS: dict[str, Preset] = {
         pretrain_chars=5_000_000,
         # 4×128 and two fine-tuning epochs so that `make report` (18+ fine-tuning runs) fits in two hours
         # on 2 cores: a fine-tuning epoch of full-length batches takes ~68 s at 4×128, ~199 s at 4×256.
-        # Many small steps: a pre-LN 4×256 BERT at 16×64, lr 1e-3, left the MLM plateau after
-        # ~2,500 steps (1.5 M tokens), where 32×128 had sat on it (reference/pretraining-evidence.md).
+        # Many small steps: leaving the masked-LM plateau is counted in optimiser steps, and small BERTs in
+        # 32×128 batches sat on it for 12-40 minutes (docs/experiments.md, lesson 03, "The plateau").
         # Pretraining reads reviews up to the fine-tuning length (128: 8% of corpus texts are cut, 22% at
         # 64), so that positions 64-127 are not left untrained; length-grouped batches keep a step cheap.
         pretrain_seq_len=128,
