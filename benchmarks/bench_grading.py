@@ -14,8 +14,8 @@ holding 900 MB each, and a cell that swallows every interrupt. Every student mus
 grade they earned (solution 7/7, unfinished 0/7, each attack its own), so the hostile ones change
 nothing for the others; the script exits 1 otherwise. It prints the wall time, the time per
 submission and the peak memory (proportional set size of the grader and all its sandboxes
-together, sampled four times a second) of each run. Not part of the test command; the target of
-issue 35 is 100 honest submissions in at most 5 minutes on 2 cores.
+together, sampled four times a second) of each run. Not part of the test command; the target:
+100 honest submissions in at most 5 minutes on 2 cores.
 """
 
 from __future__ import annotations

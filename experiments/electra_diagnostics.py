@@ -1,4 +1,4 @@
-"""How well does lesson 03b's ELECTRA discriminator find the replaced characters on held-out text? (issue 37, step 1)
+"""How well does lesson 03b's ELECTRA discriminator find the replaced characters on held-out text?
 
 Loads the pretraining checkpoint ``<runs>/<preset>/pretrain/<name>.pt`` (``pretraining.load_pretrained``: the
 model and its vocabulary, from the checkpoint alone), rebuilds lesson 03b's held-out slice of the pretraining

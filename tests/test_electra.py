@@ -258,7 +258,7 @@ def test_discriminator_fine_tunes_like_bert(tokenizer: CharTokenizer) -> None:
     torch.testing.assert_close(pooled, disc.pool(hidden[-1][:, 0]))
 
 
-# --- the published recipe, point by point (Clark et al. 2020; google-research/electra; issue 37)
+# --- the published recipe, point by point (Clark et al. 2020; google-research/electra)
 
 
 def test_defaults_are_lambda_50_and_a_half_wide_generator() -> None:

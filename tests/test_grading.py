@@ -3,7 +3,7 @@
 The fast tests use no sandbox. The slow ones grade real notebooks made from the test lesson in
 tests/grading_fixtures (three exercises; standard library + torch only): one batch of honest and
 hostile submissions graded together, then honest ones alone, and the fallbacks without bubblewrap.
-The tests named ``test_hole_<n>_...`` are the holes of issue 24, each shown with a real submission.
+The tests named ``test_hole_<n>_...`` are the grader's known holes, now closed, each shown with a real submission.
 """
 
 from __future__ import annotations
