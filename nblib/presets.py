@@ -271,7 +271,7 @@ PRESETS: dict[str, Preset] = {
         max_val_checks=5,
         ablation_seeds=(0,),
         # a cell of `make report` may run this long before papermill calls it hung: ELMo's pretraining cell
-        # alone takes about an hour on a 2-core AVX2 CPU (docs/experiments.md), over the default 3,600 s
+        # alone took 46 min of work on a 2-core AVX2 CPU (docs/experiments.md): near the default 3,600 s
         notebook_timeout_s=3 * 3600,
         num_threads=2,  # pretraining: the 2-core reference machine's count, fixed so every machine sums alike
         # fine-tuning grids: one-thread runs, two side by side on 2 cores (1.37x the runs per hour of one
