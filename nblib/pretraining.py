@@ -152,6 +152,8 @@ def pretrain(
         settings["adamw"] = adamw
     model_desc, collate_desc, vocabularies = describe_inputs(model, datamodule.collate)
     settings.update(model=model_desc, collate=collate_desc)
+    # as the checkpoint will hold them: through JSON (a tuple, as ELMo's filters, comes back a list)
+    settings = json.loads(json.dumps(settings))
     if path.exists() and not force and not fresh():  # make report FRESH=1: retrain, then overwrite
         saved = torch.load(path, map_location="cpu", weights_only=True)
         info = json.loads(saved["info"])

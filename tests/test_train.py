@@ -359,3 +359,13 @@ def test_layer_normed_scalar_mix_equalises_scales_and_ignores_the_batch() -> Non
     # a review's vector does not depend on the other reviews of its batch
     alone = classifier.ScalarMix(2, layer_norm=True)([tiny[:1], big[:1]])
     assert torch.allclose(alone, normed[:1])
+
+
+def test_a_checkpoint_whose_settings_hold_tuples_is_found_again(runs_tmp):
+    """The settings go through JSON in the checkpoint (tuples come back as lists): ELMo's config holds its
+    filters as tuples, and comparing the two shapes retrained its 46-minute pretraining on every rerun."""
+    preset = SMOKE.replace(pretrain_chars=16 * 4 * 20, pretrain_seq_len=4, pretrain_batch_size=16)
+    recipe = {"filters": ((1, 32), (2, 64)), "cutoffs": (5, 10)}
+    assert not pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-tuples", recipe=recipe)["cached"]
+    again = pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-tuples", recipe=recipe)
+    assert again["cached"] and again["recipe"] == {"filters": [[1, 32], [2, 64]], "cutoffs": [5, 10]}
