@@ -6,6 +6,7 @@ trainer with model selection on validation, the results record under ``runs/<pre
 so the lessons write only what differs: the encoder, its pooling, its collate and its options.
 The learning rate defaults to the preset's choice for the model (``Preset.finetune_lr_for``).
 :func:`fit_variant` is the same run without a record (lesson 03's truncation study).
+:func:`lesson_preset` is what a lesson runs: `make report`'s whole grid, or a learner's sitting.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from nblib.classifier import Pooling, SentimentClassifier, count_parameters, fit_classifier
 from nblib.datamodules import ClassificationDataModule, Collate
-from nblib.presets import Preset
+from nblib.presets import Preset, get_preset
 from nblib.records import make_record, record_path, write_record
 
 
@@ -94,3 +95,56 @@ def finetune_variant(
                          **extra, **record_extra)
     write_record(record, run_dir / "result.json", trainer=trainer)
     return clf.cpu(), record
+
+
+# The pretrainings of the course's lessons 02, 03, 03b and 04 (runs/<preset>/pretrain/<name>.pt).
+COURSE_PRETRAININGS = ("elmo", "bert", "electra", "gpt")
+
+
+def lesson_preset(name: str, *, full: bool, seed: int, report_figures: str = "figures/comparison.md") -> Preset:
+    """The preset a lesson runs with. ``full`` (what `make report` passes): the named preset, its
+    whole grid. Otherwise a learner's sitting (:meth:`Preset.sitting`): the one ``seed``, starting
+    from `make report`'s pretrained checkpoints where all four of the course's are saved for this
+    budget and seed (then every run is one the report made, and the run cache returns it), else from
+    shorter pretrainings under ``runs/<name>-sitting/``: every lesson makes the same choice, so lesson
+    05 finds the records of 01-04 in one folder. Prints what the sitting leaves out and where the
+    report shows it (``report_figures``). Introduced in notebook 02_elmo."""
+    # imported here, not at the top: the cache keys of fine-tuning jobs (nblib.runcache) stay free of it
+    from nblib import pretraining
+
+    preset = get_preset(name)
+    if full:
+        return preset
+
+    def saved_by_report(model: str) -> bool:
+        info = pretraining.saved_pretraining(preset, model) or {}
+        settings = info.get("settings", {})
+        return (settings.get("pretrain_chars") == preset.pretrain_chars and settings.get("seed") == seed
+                and settings.get("max_steps") is None and not info.get("cut_at_minutes"))
+
+    missing = [model for model in COURSE_PRETRAININGS if not saved_by_report(model)]
+    sitting = preset.sitting(seed, short_pretraining=bool(missing))
+
+    def runs_of(p: Preset) -> tuple:
+        return (p.name, p.pretrain_chars, p.seeds, p.label_counts, p.ablation_label_counts, p.seeds_for_ablations,
+                p.task_seeds, p.qa_seeds)
+
+    if runs_of(sitting) == runs_of(preset):
+        return preset  # nothing left out (smoke: one seed, no shorter budget)
+
+    def counts(p: Preset) -> str:
+        return ", ".join(["all", *(f"{n:,}" for n in p.label_counts)])
+
+    lines = [f"A learner's sitting (FULL = False): seed {seed} (the report: {', '.join(map(str, preset.seeds))}); "
+             f"labels {counts(sitting)} (the report: {counts(preset)}); no ablations unless ABLATIONS = True."]
+    if sitting.name != preset.name:
+        lines.append(f"Pretraining on {sitting.pretrain_chars:,} characters, not the report's "
+                     f"{preset.pretrain_chars:,}: `make report` has not saved {', '.join(missing)} under "
+                     f"runs/{preset.name}/pretrain/. This sitting's runs go to runs/{sitting.name}/.")
+    else:
+        lines.append(f"Pretrained models: `make report`'s checkpoints (runs/{preset.name}/pretrain/); the runs "
+                     "it made come from its cache.")
+    lines.append(f"FULL = True runs the whole grid (hours on 2 cores); the full result: {report_figures} "
+                 "after `make report`.")
+    print("\n".join(lines))
+    return sitting

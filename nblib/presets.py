@@ -16,6 +16,12 @@ import math
 import os
 from dataclasses import dataclass, field
 
+# Metadata of the fields that say which runs a lesson makes (seeds, label counts, a learner's sitting),
+# never how one run goes: nblib.runcache leaves them out of a job's key, so a learner's sitting of one
+# seed finds the very runs `make report` made with three (``Preset.sitting``).
+GRID = {"grid": True}
+SITTING_SUFFIX = "-sitting"  # runs/<preset>-sitting/: a sitting's shorter pretraining and its runs
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -54,14 +60,14 @@ class Preset:
     finetune_epochs: int
     finetune_batch_size: int
     finetune_lr: float
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...] = field(metadata=GRID)
     # rates validation chose for one model (or one model and init, "elmo-random") on this preset,
     # where they differ from `finetune_lr`: lesson 02's and 04's grids on `small`. finetune_lr_for reads them.
     finetune_lrs: tuple[tuple[str, float], ...] = ()
-    label_counts: tuple[int, ...] = field(default=(100, 300, 1000))  # label-efficiency curve (main job)
+    label_counts: tuple[int, ...] = field(default=(100, 300, 1000), metadata=GRID)  # label-efficiency curve (main job)
     # label counts whose runs only `make ablations` (a lesson's ABLATIONS) adds, at every seed: the point
     # the main job leaves out to fit its time (label_counts_to_run)
-    ablation_label_counts: tuple[int, ...] = ()
+    ablation_label_counts: tuple[int, ...] = field(default=(), metadata=GRID)
     # optimiser steps a label-efficiency run takes at least (None: until ~3,000 reviews, <= 10 epochs)
     few_label_min_steps: int | None = None
     # and epochs it takes at least, with `few_label_min_steps` set (None: no such floor)
@@ -69,12 +75,18 @@ class Preset:
     max_val_checks: int = 10  # a fine-tuning run validates at most this often (every few epochs if longer)
     # seeds of the ablations (GPT without its auxiliary LM loss, ELMo's frozen biLM); the main
     # pretrained-vs-random comparison always uses `seeds`. None: the same as `seeds`.
-    ablation_seeds: tuple[int, ...] | None = None
+    ablation_seeds: tuple[int, ...] | None = field(default=None, metadata=GRID)
     # dropout inside the models while they pretrain (fine-tuning keeps each config's 0.1): the small
     # budget reads the corpus about three times, too few passes to overfit, and budget BERTs learn
     # more per step without it (Cramming, Geiping & Goldstein 2022; not measured side by side here).
     pretrain_dropout: float = 0.0
-    notebook_timeout_s: int = 3600  # papermill per-cell limit used by `make report`
+    notebook_timeout_s: int = field(default=3600, metadata=GRID)  # papermill per-cell limit of `make report`
+    # --- a learner's sitting (Preset.sitting): a lesson at its notebook default (FULL = False) runs one
+    # seed; where `make report` has not saved the checkpoint of the whole budget, it pretrains on
+    # `sitting_pretrain_chars` (None: the whole budget) and fine-tunes on all labels and
+    # `sitting_label_counts` (None: label_counts)
+    sitting_label_counts: tuple[int, ...] | None = field(default=None, metadata=GRID)
+    sitting_pretrain_chars: int | None = field(default=None, metadata=GRID)
     # torch CPU threads (None: torch's default, one per core). Part of the recipe: CPU kernels split
     # their sums by thread, so another count gives other low-order bits (tests/test_determinism.py)
     num_threads: int | None = None
@@ -96,8 +108,8 @@ class Preset:
     task_epochs: int = 1
     # fine-tuning rate of the three tasks (None: BERT's sentiment rate, ``finetune_lr_for("bert", ...)``)
     task_lr: float | None = None
-    task_seeds: tuple[int, ...] = (0,)  # tagging and pairs
-    qa_seeds: tuple[int, ...] = (0,)  # span extraction (its windows cost the most)
+    task_seeds: tuple[int, ...] = field(default=(0,), metadata=GRID)  # tagging and pairs
+    qa_seeds: tuple[int, ...] = field(default=(0,), metadata=GRID)  # span extraction (its windows cost the most)
 
     def configure_torch(self) -> None:
         """Apply the preset's thread count. Smoke's tiny matrices are too small to share between
@@ -133,6 +145,23 @@ class Preset:
         too when the lesson runs its ablations (``make ablations``, a learner's default)."""
         extra = self.ablation_label_counts if ablations else ()
         return tuple(sorted({*self.label_counts, *extra}))
+
+    def sitting(self, seed: int = 0, *, short_pretraining: bool = False) -> Preset:
+        """This preset cut to a learner's sitting, what a lesson runs at its notebook default (FULL =
+        False; :func:`nblib.course.lesson_preset` chooses): the one ``seed`` and none of the ablation
+        label counts. Only grid fields change, so each run it makes is one of `make report`'s and the
+        run cache finds it. ``short_pretraining`` (no checkpoint of the report to start from):
+        pretrain on ``sitting_pretrain_chars`` and fine-tune on ``sitting_label_counts`` besides all
+        labels, under the name ``<name>-sitting`` so that its checkpoints and records never mix with
+        the report's; no change where the preset has no shorter budget (smoke)."""
+        cut = self.replace(seeds=(seed,), ablation_label_counts=(), ablation_seeds=(seed,),
+                           task_seeds=(seed,), qa_seeds=(seed,))
+        if not short_pretraining or self.sitting_pretrain_chars is None \
+                or self.sitting_pretrain_chars >= self.pretrain_chars:
+            return cut
+        counts = self.label_counts if self.sitting_label_counts is None else self.sitting_label_counts
+        return cut.replace(name=self.name + SITTING_SUFFIX, pretrain_chars=self.sitting_pretrain_chars,
+                           label_counts=counts)
 
     def few_label_epochs(self, n_labels: int) -> int:
         """Epochs of a label-efficiency run on ``n_labels`` reviews. Without ``few_label_min_steps``:
@@ -270,6 +299,12 @@ PRESETS: dict[str, Preset] = {
         # ablation now) round to 15 epochs instead of 16; all-label runs (2 epochs) still validate both
         max_val_checks=5,
         ablation_seeds=(0,),
+        # a learner's sitting without the report's checkpoints: a tenth of the budget and all labels only, to
+        # fit 15 minutes on 2 cores. Lesson 02, the costliest: ~960 steps of ELMo pretraining at 0.29 s and
+        # two all-label fine-tunings side by side at ~8 min on the AVX2 VM; a 100-label pair would add ~4 min
+        # (docs/experiments.md, "A learner's sitting")
+        sitting_pretrain_chars=500_000,
+        sitting_label_counts=(),
         # a cell of `make report` may run this long before papermill calls it hung: ELMo's pretraining cell
         # alone took 46 min of work on a 2-core AVX2 CPU (docs/experiments.md): near the default 3,600 s
         notebook_timeout_s=3 * 3600,

@@ -140,15 +140,20 @@ def run_all(preset_name: str, only: Sequence[str] = (), with_checkpoints: bool =
 
 
 ABLATIONS_PARAMETER = "ABLATIONS"  # a lesson's switch for its ablations (frozen ELMo, GPT λ = 0, truncation, the ablation label counts)
+FULL_PARAMETER = "FULL"  # a lesson's switch between a learner's sitting (False) and the whole grid (course.lesson_preset)
 
 
 def lesson_parameters(notebook: Path, preset_name: str, ablations: bool) -> dict:
-    """The papermill parameters of one lesson: the preset, and ``ABLATIONS`` where the lesson has it
-    (the main job runs without them; ``make ablations`` runs only them)."""
+    """The papermill parameters of one lesson: the preset, ``FULL = True`` (the whole grid, not a
+    learner's sitting) and ``ABLATIONS`` where the lesson has them (the main job runs without
+    ablations; ``make ablations`` runs only them)."""
     import papermill
 
     parameters: dict = {"PRESET": preset_name}
-    if ABLATIONS_PARAMETER in papermill.inspect_notebook(str(notebook)):
+    declared = papermill.inspect_notebook(str(notebook))
+    if FULL_PARAMETER in declared:
+        parameters[FULL_PARAMETER] = True
+    if ABLATIONS_PARAMETER in declared:
         parameters[ABLATIONS_PARAMETER] = ablations
     return parameters
 

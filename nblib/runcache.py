@@ -6,7 +6,9 @@ its result:
 - its function: the source of a function defined in a lesson, and the *values* of the globals it reads
   (the pretrained weights, the split's reviews, the preset, the collate and its vocabulary, ...),
   recursively through the lesson's own functions it calls;
-- its arguments (data frames and tensors by content);
+- its arguments (data frames and tensors by content); a dataclass by its fields, except those marked
+  ``grid`` (a preset's seeds and label counts: which runs a lesson makes, not how one goes), so a
+  learner's sitting of one seed finds the runs `make report` made with three;
 - the torch threads it runs at and torch's version;
 - the source of every ``nblib`` module it reaches: the modules its function, globals and arguments come
   from, and what those import at module level (a function-level import is a lazy one, used elsewhere).
@@ -184,6 +186,8 @@ class _Fingerprint:
             self.text("dataclass", type(value).__module__, type(value).__qualname__)
             self.module_of(value)
             for f in dataclasses.fields(value):
+                if f.metadata.get("grid"):  # says which runs to make, not how one goes (presets.GRID)
+                    continue
                 self.feed(f.name)
                 self.feed(getattr(value, f.name))
         elif hasattr(value, "__dict__"):

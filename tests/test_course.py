@@ -59,3 +59,32 @@ def test_fit_variant_writes_no_record_and_run_dir_keeps_runs_out_of_the_comparis
         run_dir=tmp_path / "experiment" / "0")
     assert records.load_record(tmp_path / "experiment" / "0" / "result.json")["test"] == record["test"]
     assert not records.record_path(SMOKE, "static", "random", 0).exists()
+
+
+def _save_report_checkpoint(name: str, preset, **settings) -> None:
+    """A stand-in for a pretraining checkpoint of `make report`: what lesson_preset reads is its info."""
+    path = records.runs_dir() / preset.name / "pretrain" / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {"settings": {"pretrain_chars": preset.pretrain_chars, "seed": 0, "max_steps": None, **settings}}
+    torch.save({"state_dict": {}, "info": json.dumps(info)}, path)
+
+
+def test_a_learners_sitting_starts_from_the_reports_checkpoints_only_when_all_are_saved(runs_tmp, capsys):
+    small = get_preset("small")
+    assert course.lesson_preset("small", full=True, seed=0) == small  # what `make report` runs
+    short = course.lesson_preset("small", full=False, seed=0)  # nothing saved: a shorter pretraining
+    assert short == small.sitting(0, short_pretraining=True) and short.name == "small-sitting"
+    out = capsys.readouterr().out
+    assert "500,000 characters" in out and "elmo, bert, electra, gpt" in out and "figures/comparison.md" in out
+    for name in course.COURSE_PRETRAININGS[:3]:
+        _save_report_checkpoint(name, small)
+    _save_report_checkpoint("gpt", small, pretrain_chars=1_000)  # another budget is not the report's
+    assert course.lesson_preset("small", full=False, seed=0).name == "small-sitting"
+    assert "has not saved gpt under" in capsys.readouterr().out
+    _save_report_checkpoint("gpt", small)
+    assert course.lesson_preset("small", full=False, seed=0) == small.sitting(0)  # the report's runs, cached
+    assert "come from its cache" in capsys.readouterr().out
+    assert course.lesson_preset("small", full=False, seed=1).name == "small-sitting"  # pretrained with seed 0
+    assert course.lesson_preset("smoke", full=False, seed=0) == get_preset("smoke")  # nothing to leave out
+    with pytest.raises(ValueError, match="unknown preset"):
+        course.lesson_preset("smal", full=False, seed=0)

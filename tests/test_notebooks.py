@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import papermill
 import pytest
 
 from nblib import comparison, report
@@ -49,6 +50,8 @@ def lesson_run(tmp_path_factory, request):
         for needed in NEEDS.get(stem, []):
             shutil.copytree(run(needed)[0], runs, dirs_exist_ok=True)
         parameters = {"PRESET": "smoke", "FIGURES": str(out / "figures")}
+        if report.ABLATIONS_PARAMETER in papermill.inspect_notebook(str(BY_STEM[stem])):
+            parameters[report.ABLATIONS_PARAMETER] = True  # their code too (a learner's default leaves them out)
         if stem == "07_pretrained_checkpoints":  # tiny local checkpoints, never the hub
             from tiny_checkpoints import make_tiny_electra, notebook_parameters
 

@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from nblib.presets import PRESETS, get_preset
+from nblib.presets import PRESETS, Preset, get_preset
 
 
 def test_presets_exist_and_default_is_small():
@@ -110,8 +112,26 @@ def test_few_label_min_steps_and_validation_interval():
 def test_ablation_label_counts_join_only_with_ablations():
     small = get_preset("small")
     assert small.label_counts_to_run(False) == (100, 1000)  # the main job (`make report`)
-    assert small.label_counts_to_run(True) == (100, 300, 1000)  # `make ablations`, a learner's default
+    assert small.label_counts_to_run(True) == (100, 300, 1000)  # `make ablations`, a learner's ABLATIONS = True
     full = get_preset("full")
     assert full.label_counts_to_run(False) == full.label_counts_to_run(True) == (100, 300, 1000)
     both = small.replace(ablation_label_counts=[1000, 50])
     assert both.label_counts_to_run(True) == (50, 100, 1000)  # sorted, no count twice
+
+
+def test_a_sitting_changes_only_grid_fields_unless_its_pretraining_is_short():
+    small = get_preset("small")
+    sitting = small.sitting(1)
+    assert sitting.seeds == sitting.seeds_for_ablations == sitting.task_seeds == sitting.qa_seeds == (1,)
+    assert sitting.name == "small" and sitting.label_counts == small.label_counts
+    assert sitting.ablation_label_counts == () and sitting.pretrain_chars == small.pretrain_chars
+    grid = {f.name for f in dataclasses.fields(Preset) if f.metadata.get("grid")}
+    changed = {f.name for f in dataclasses.fields(Preset) if getattr(small, f.name) != getattr(sitting, f.name)}
+    assert changed and changed <= grid  # every run it makes is one of the report's (the run cache's key)
+    short = small.sitting(0, short_pretraining=True)
+    assert short.name == "small-sitting" and short.seeds == (0,)
+    assert short.pretrain_chars == small.sitting_pretrain_chars < small.pretrain_chars
+    assert short.label_counts == small.sitting_label_counts
+    smoke = get_preset("smoke")  # no shorter budget: the same runs, under the same name
+    assert smoke.sitting(0, short_pretraining=True) == smoke.sitting(0)
+    assert smoke.sitting(0).name == "smoke" and smoke.sitting(0).label_counts == smoke.label_counts

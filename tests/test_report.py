@@ -246,3 +246,21 @@ def test_an_interrupted_run_resumes_where_it_stopped_under_its_run_id(runs_tmp, 
     state_path.write_text(json.dumps(dict(state, commit="0000000")))
     with pytest.raises(RuntimeError, match="is a run of commit 0000000"):
         report.run_all("smoke", only=["00"], resume=True)
+
+
+def test_the_report_runs_every_lesson_with_its_whole_grid_and_a_learner_gets_a_sitting():
+    """`make report` passes FULL = True (the whole grid) to the lessons that declare it, and ABLATIONS as
+    asked; the notebooks' own defaults are a learner's sitting without ablations."""
+    import papermill
+
+    with_grid = [nb for nb in report.lesson_notebooks() if "FULL" in papermill.inspect_notebook(str(nb))]
+    assert {nb.name[:2] for nb in with_grid} >= {"01", "02", "03", "04", "05", "06", "08"}
+    for nb in with_grid:
+        declared = papermill.inspect_notebook(str(nb))
+        assert declared["FULL"]["default"] == "False", nb.name
+        assert declared.get("ABLATIONS", {"default": "False"})["default"] == "False", nb.name
+        main_job = report.lesson_parameters(nb, "small", ablations=False)
+        assert main_job["FULL"] is True and main_job.get("ABLATIONS", False) is False
+        if "ABLATIONS" in declared:
+            assert report.lesson_parameters(nb, "small", ablations=True)["ABLATIONS"] is True
+    assert "FULL" not in report.lesson_parameters(report.NOTEBOOKS_DIR / "00_data.ipynb", "small", False)

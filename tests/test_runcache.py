@@ -107,3 +107,20 @@ def test_a_half_written_or_damaged_entry_is_never_read(runs_tmp, capsys):
     assert run([{"frame": frame, "offset": 0}]) == [2.0] and len(CALLS) == 2
     assert "unreadable" in capsys.readouterr().out
     assert run([{"frame": frame, "offset": 0}]) == [2.0] and len(CALLS) == 2  # rewritten whole
+
+
+def test_a_presets_grid_fields_leave_the_key_and_its_recipe_fields_do_not():
+    """A learner's sitting (one seed, other label counts) keys each run as `make report` did, so it finds
+    the report's runs; a change to how a run goes (its learning rate) is a new key."""
+    from nblib.presets import get_preset
+
+    small = get_preset("small")
+    frame = pd.DataFrame({"x": [1, 2, 3]})
+    key = runcache.job_key(double_sum, {"frame": frame, "offset": small}, threads=1)
+    assert key == runcache.job_key(double_sum, {"frame": frame, "offset": small.sitting(0)}, threads=1)
+    assert key == runcache.job_key(double_sum, {"frame": frame, "offset": small.replace(label_counts=(50,))},
+                                   threads=1)
+    assert key != runcache.job_key(double_sum, {"frame": frame, "offset": small.replace(finetune_lr=1e-3)},
+                                   threads=1)
+    short = small.sitting(0, short_pretraining=True)  # another name: its own runs folder, its own keys
+    assert key != runcache.job_key(double_sum, {"frame": frame, "offset": short}, threads=1)
