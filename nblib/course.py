@@ -124,12 +124,7 @@ def lesson_preset(name: str, *, full: bool, seed: int, report_figures: str = "fi
 
     missing = [model for model in COURSE_PRETRAININGS if not saved_by_report(model)]
     sitting = preset.sitting(seed, short_pretraining=bool(missing))
-
-    def runs_of(p: Preset) -> tuple:
-        return (p.name, p.pretrain_chars, p.seeds, p.label_counts, p.ablation_label_counts, p.seeds_for_ablations,
-                p.task_seeds, p.qa_seeds)
-
-    if runs_of(sitting) == runs_of(preset):
+    if sitting == preset:
         return preset  # nothing left out (smoke: one seed, no shorter budget)
 
     def counts(p: Preset) -> str:

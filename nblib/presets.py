@@ -154,8 +154,9 @@ class Preset:
         pretrain on ``sitting_pretrain_chars`` and fine-tune on ``sitting_label_counts`` besides all
         labels, under the name ``<name>-sitting`` so that its checkpoints and records never mix with
         the report's; no change where the preset has no shorter budget (smoke)."""
-        cut = self.replace(seeds=(seed,), ablation_label_counts=(), ablation_seeds=(seed,),
-                           task_seeds=(seed,), qa_seeds=(seed,))
+        # ablation_seeds None already means "the seeds": left so, a preset with nothing to cut comes back equal
+        cut = self.replace(seeds=(seed,), ablation_label_counts=(), task_seeds=(seed,), qa_seeds=(seed,),
+                           ablation_seeds=None if self.ablation_seeds is None else (seed,))
         if not short_pretraining or self.sitting_pretrain_chars is None \
                 or self.sitting_pretrain_chars >= self.pretrain_chars:
             return cut

@@ -134,4 +134,5 @@ def test_a_sitting_changes_only_grid_fields_unless_its_pretraining_is_short():
     assert short.label_counts == small.sitting_label_counts
     smoke = get_preset("smoke")  # no shorter budget: the same runs, under the same name
     assert smoke.sitting(0, short_pretraining=True) == smoke.sitting(0)
-    assert smoke.sitting(0).name == "smoke" and smoke.sitting(0).label_counts == smoke.label_counts
+    assert smoke.sitting(0) == smoke  # one seed already, no ablation counts: nothing to cut
+    assert smoke.sitting(1).seeds_for_ablations == (1,)  # ablation_seeds None follows the seeds
