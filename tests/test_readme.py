@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 from nblib import comparison, plotting
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,9 +55,6 @@ def committed_figures_problems(figures: Path, notebooks: Path) -> list[str]:
     return problems
 
 
-# The committed figures are still those of a run of an earlier protocol (no run ids; several figures
-# missing): this test fails on them, as it must, until a complete `make report` is committed.
-@pytest.mark.xfail(strict=True, reason="no complete run of the current protocol is committed yet")
 def test_the_committed_figures_are_one_complete_run():
     problems = committed_figures_problems(ROOT / "figures", ROOT / "notebooks")
     assert not problems, "\n".join(problems)
