@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -353,6 +353,22 @@ class BertForPreTraining(nn.Module):
         if self.config.pre_ln:
             raise ValueError("a pre-LN model has no Hugging Face BERT equivalent (HF BERT is post-LN)")
         return export_hf_weights(self, hf_keys(self.config))
+
+
+def classification_pooling(nsp: bool) -> Literal["cls", "mean"]:
+    """Which vector of the last layer a review is classified from (notebooks 03_bert, 03b_electra):
+    ``"cls"`` (``[CLS]`` through the tanh pooler) for an encoder pretrained with next-sentence prediction,
+    ``"mean"`` (the mean over the real positions) for one pretrained without it.
+
+    Only NSP trains the ``[CLS]`` output and the pooler. Masked LM (lesson 03's default) and ELECTRA's
+    replaced-token detection train the other positions, so without NSP a fine-tuning from ``[CLS]``
+    starts from an untrained pooler while the mean reads positions the pretraining did train. On
+    validation (``small``, lesson 03's BERT, seed 0; experiments/pooling_probe.py, docs/experiments.md,
+    lesson 03), pretrained ``[CLS]`` → mean: 100 labels 0.646 → 0.772, 1,000 0.822 → 0.834, all
+    0.857 → 0.866; its random twin, which gets the same pooling: 0.731 → 0.722, 0.836 → 0.840,
+    0.863 → 0.854.
+    """
+    return "cls" if nsp else "mean"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -146,9 +146,10 @@ class ElectraDiscriminator(nn.Module):
     """The encoder ELECTRA pretrains: lesson 03's ``BertModel`` plus a replaced-token head.
 
     Introduced in notebook 03b_electra. It exposes the encoder protocol (``encode``, ``pool``,
-    ``hidden_size``), so ``SentimentClassifier(discriminator, pooling="cls")`` fine-tunes it
-    exactly as BERT is fine-tuned. ELECTRA has no pooler: ``pool`` (tanh(W h_[CLS] + b)) starts at
-    random init, as the dense layer of Hugging Face's ELECTRA classification head does.
+    ``hidden_size``), so ``SentimentClassifier`` fine-tunes it exactly as BERT is fine-tuned: lesson 03b
+    from the mean of the last layer (``bert.classification_pooling(nsp=False)``). ELECTRA has no pooler:
+    ``pool`` (tanh(W h_[CLS] + b), for ``pooling="cls"``) starts at random init, as the dense layer of
+    Hugging Face's ELECTRA classification head does.
     """
 
     def __init__(self, config: BertConfig):

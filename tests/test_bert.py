@@ -442,3 +442,15 @@ def test_trim_pair_cuts_the_longer_side() -> None:
     assert _trim_pair(12, 12, 20) == (10, 10)
     la, lb = _trim_pair(101, 7, 17)
     assert la + lb == 17 and lb == 7
+
+
+def test_an_encoder_pretrained_without_nsp_is_classified_from_the_mean() -> None:
+    from nblib.bert import classification_pooling
+    from nblib.classifier import SentimentClassifier
+
+    assert classification_pooling(nsp=True) == "cls"  # NSP trained [CLS] and the pooler
+    assert classification_pooling(nsp=False) == "mean"  # masked LM / ELECTRA: they stay untrained
+    encoder = BertForPreTraining(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                            intermediate_size=16, max_position_embeddings=16))
+    clf = SentimentClassifier(encoder, pooling=classification_pooling(nsp=False))
+    assert clf.hparams.pooling == "mean"
