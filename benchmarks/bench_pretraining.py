@@ -30,9 +30,9 @@ Tokens are what ``Pretrainer`` counts: real (unpadded) positions, [CLS]/[SEP]/<S
 On a machine shared with other jobs, ``--clock cpu`` counts this process's CPU seconds (all its
 threads) instead of wall time; the lead's measurement is ``--quick`` on a quiet machine.
 
-Run: NBLIB_DATA_MIRROR=/work/shared/data .venv/bin/python benchmarks/bench_pretraining.py --quick
+Run: NBLIB_DATA_MIRROR=<mirror> .venv/bin/python benchmarks/bench_pretraining.py --quick
        (today against new only, 3 rounds of 20 steps: about a minute or two on 2 quiet cores)
-     NBLIB_DATA_MIRROR=/work/shared/data .venv/bin/python benchmarks/bench_pretraining.py
+     NBLIB_DATA_MIRROR=<mirror> .venv/bin/python benchmarks/bench_pretraining.py
        (every candidate: today,fused,lean,bf16,new; 5 rounds of 25 steps; --variants to choose)
      (busy machine:) nice -n 19 ... bench_pretraining.py --quick --clock cpu [--threads 1]
 """

@@ -6,7 +6,7 @@ the checkpoint is ``<runs>/small/pretrain/electra.pt``), then fine-tunes the dis
 labels, lesson 03b's recipe) and prints the held-out pretraining metrics and validation accuracy / macro-F1
 (never test: the choice is made on validation). Lesson 03b's own run gives the 1/4 row.
 
-Run: NBLIB_RUNS_DIR=/tmp/electra_half NBLIB_DATA_MIRROR=/work/shared/data \
+Run: NBLIB_RUNS_DIR=<scratch> NBLIB_DATA_MIRROR=<mirror> \
      .venv/bin/python experiments/electra_generator_size.py 0.5
 (see docs/experiments.md, lesson 03b).
 """

@@ -13,7 +13,7 @@ with the replaced characters coming from one of three sources:
 Every 100 steps it prints the mean over those steps of H(replaced share) - RTD loss: how many nats per
 position the discriminator knows beyond the base rate (0 = the base rate; a learning discriminator climbs).
 
-Run: NBLIB_DATA_MIRROR=/work/shared/data .venv/bin/python experiments/electra_replacement_probe.py uniform 400
+Run: NBLIB_DATA_MIRROR=<mirror> .venv/bin/python experiments/electra_replacement_probe.py uniform 400
 (see docs/experiments.md, lesson 03b: "Which replacements the discriminator can learn from").
 """
 

@@ -5,7 +5,7 @@ and pretrains ``STEPS`` steps at ``LR``; the Lightning CSV under ``$NBLIB_RUNS_D
 has ``train_rtd_acc`` and ``train_replaced_share`` per step (a discriminator stuck at the base rate has
 rtd_acc = 1 - replaced_share). See docs/experiments.md, lesson 03b.
 
-Run: NBLIB_RUNS_DIR=/tmp/probe NBLIB_DATA_MIRROR=/work/shared/data .venv/bin/python experiments/electra_rtd_probe.py 1e-3 1500
+Run: NBLIB_RUNS_DIR=<scratch> NBLIB_DATA_MIRROR=<mirror> .venv/bin/python experiments/electra_rtd_probe.py 1e-3 1500
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 classifier, then fine-tuning runs at several learning rates, poolings and inits (one JSON line per
 run). Lesson 02's grid, from which each init's learning rate was chosen by validation macro-F1:
 
-    NBLIB_RUNS_DIR=/tmp/elmo-twin .venv/bin/python experiments/elmo_random_twin.py --epochs 2 \\
+    NBLIB_RUNS_DIR=<scratch> .venv/bin/python experiments/elmo_random_twin.py --epochs 2 \\
         --runs '[[1e-3, "mix", true], [3e-3, "mix", true], [1e-2, "mix", true], [3e-2, "mix", true],
                  [1e-3, "mix", true, "pretrained"], [3e-3, "mix", true, "pretrained"]]'
 

@@ -11,7 +11,7 @@ on the same stratified subsets lesson 03 uses (``datamodules.subsample``, seed 0
 It prints validation accuracy and macro-F1 (never test: the choice is made on validation) and the
 seconds of each run. Records go to a scratch folder, not to ``runs/<preset>/``.
 
-Run: NBLIB_DATA_MIRROR=/work/shared/data .venv/bin/python experiments/few_label_probe.py 150 [COUNTS ...]
+Run: NBLIB_DATA_MIRROR=<mirror> .venv/bin/python experiments/few_label_probe.py 150 [COUNTS ...]
 (in a checkout whose runs/small/pretrain/bert.pt exists; see docs/experiments.md, lesson 03).
 """
 

@@ -11,7 +11,7 @@ validation log and asks, on validation only (no test number is read):
   share of its epochs saved) and whether it still keeps the same check.
 
 Run (the preset's BERT checkpoint is pretrained first if the runs folder has none):
-    NBLIB_DATA_MIRROR=../shared/data NBLIB_RUNS_DIR=/tmp/few .venv/bin/python experiments/few_label_schedule.py
+    NBLIB_DATA_MIRROR=../shared/data NBLIB_RUNS_DIR=<scratch> .venv/bin/python experiments/few_label_schedule.py
 """
 
 from __future__ import annotations

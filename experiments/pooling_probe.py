@@ -45,11 +45,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", nargs="+", default=["1000", "all"], help="label counts; 'all' for every review")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--inits", nargs="+", default=["pretrained", "random"], choices=("pretrained", "random"))
+    parser.add_argument("--poolings", nargs="+", default=["cls", "mean"], choices=("cls", "mean"))
     args = parser.parse_args()
     counts = [None if c == "all" else int(c) for c in args.counts]
     scratch = tempfile.mkdtemp(prefix="pooling_probe_")
     jobs = [{"init": init, "pooling": pooling, "n": n, "seed": seed, "scratch": scratch}
-            for n in counts for seed in args.seeds for init in ("pretrained", "random") for pooling in ("cls", "mean")]
+            for n in counts for seed in args.seeds for init in args.inits for pooling in args.poolings]
     rows = pool.run_jobs(probe_run, jobs, threads=1, desc="pooling probe runs", cache=False)
     print(f"{'labels':>6} {'init':>10} {'pooling':>7} {'seed':>4} {'val acc':>7} {'val F1':>6} {'seconds':>7}")
     for r in rows:

@@ -2,8 +2,8 @@
 fine-tune several variants on seed 0 and print validation and test metrics (one JSON line per run).
 
 Not part of the tests or of `make report`: this is how the pretraining and fine-tuning choices in
-``nblib/presets.py`` were measured (numbers in the issue notes). Runs are kept under /tmp; the
-pretraining checkpoint goes to ``runs/<preset>/pretrain/<name>.pt`` through ``pretraining.pretrain``, so
+``nblib/presets.py`` were measured (numbers in docs/experiments.md). Runs are kept in the system's
+temporary folder (``--out``); the pretraining checkpoint goes to ``runs/<preset>/pretrain/<name>.pt`` through ``pretraining.pretrain``, so
 with ``--name bert`` / ``--name gpt`` lessons 03 and 04 reuse it (same settings, same seed).
 
     .venv/bin/python experiments/recipes.py --model bert --name bert \\
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("--hotel-repeats", type=int, default=1,
                         help="read the hotel train reviews this many times per pass (task-adaptive)")
     parser.add_argument("--jobs", default='[{"variant": "pretrained"}, {"variant": "random"}]')
-    parser.add_argument("--out", default="/tmp/nblib-recipes/results.jsonl")
+    parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "nblib-recipes" / "results.jsonl"))
     args = parser.parse_args()
     jobs = json.loads(args.jobs)
     for job in jobs:

@@ -59,6 +59,10 @@ from nblib.hf_io import (
 from nblib.text import SPECIAL_TOKENS
 
 MASK_ID = SPECIAL_TOKENS.index("[MASK]")  # nblib.text's fixed id of [MASK] (4)
+# Clark et al.'s optimisation besides the model: after the warm-up the learning rate falls in a straight line
+# to 0 (lr_decay_power 1), and the global gradient norm is clipped at 1. Keyword arguments of
+# nblib.pretraining.pretrain, which lesson 03b passes (the shared loop's defaults are a cosine and no clipping).
+PUBLISHED_OPTIMISATION = {"lr_decay": "linear", "clip_grad_norm": 1.0}
 
 # ---------------------------------------------------------------------------------------------
 # 1. Configuration

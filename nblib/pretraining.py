@@ -37,7 +37,8 @@ ADAMW_IMPLEMENTATIONS = ("for-loop", "foreach", "fused")
 class Pretrainer(pl.LightningModule):
     """Runs any model's ``pretraining_step(batch) -> {"loss", ...}`` (MLM+NSP, causal LM, biLM).
 
-    AdamW with betas (0.9, 0.98), linear warm-up then cosine decay: the recipe that left the MLM
+    AdamW with betas (0.9, 0.98), linear warm-up then cosine decay (``lr_decay="linear"``: a
+    straight line to 0, ELECTRA's published schedule): the recipe that left the MLM
     plateau is a matter of optimiser steps, so the schedule counts steps, not epochs. Held-out
     loss is measured once at the end by :func:`evaluate_pretraining`, on fixed batches.
 
@@ -50,7 +51,8 @@ class Pretrainer(pl.LightningModule):
     """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, warmup_steps: int = 300,
-                 weight_decay: float = 0.01, adamw: str = "for-loop", lean_logging: bool = False):
+                 weight_decay: float = 0.01, adamw: str = "for-loop", lean_logging: bool = False,
+                 lr_decay: str = "cosine"):
         super().__init__()
         if adamw not in ADAMW_IMPLEMENTATIONS:
             raise ValueError(f"adamw={adamw!r}: use one of {ADAMW_IMPLEMENTATIONS}")
@@ -75,7 +77,8 @@ class Pretrainer(pl.LightningModule):
         adamw = self.hparams.get("adamw", "for-loop")
         options = {} if adamw == "for-loop" else {adamw: True}
         return adamw_with_warmup(self, self.hparams.lr, self.hparams.weight_decay,
-                                  self.hparams.warmup_steps, betas=(0.9, 0.98), **options)
+                                  self.hparams.warmup_steps, betas=(0.9, 0.98),
+                                  decay=self.hparams.get("lr_decay", "cosine"), **options)
 
 
 MAX_MINUTES_ENV = "NBLIB_MAX_PRETRAIN_MINUTES"  # `MAX_PRETRAIN_MINUTES=13 make report` sets it
@@ -107,6 +110,8 @@ def pretrain(
     precision: str | None = None,
     adamw: str = "for-loop",
     lean_logging: bool = False,
+    lr_decay: str = "cosine",
+    clip_grad_norm: float | None = None,
     recipe: dict | None = None,
     force: bool = False,
 ) -> dict:
@@ -132,7 +137,10 @@ def pretrain(
     always retrains). ``precision`` (Lightning's: ``"bf16-mixed"`` runs each step under
     ``torch.autocast`` in bf16; None: fp32 on a CPU) and ``adamw`` (:class:`Pretrainer`) are
     opt-in speed-ups, part of the cache key when set; so is ``lean_logging`` (:class:`Pretrainer`),
-    which changes no number and is not. Returns the record's ``pretraining`` part: characters, tokens, steps,
+    which changes no number and is not. ``lr_decay`` (:class:`Pretrainer`) and ``clip_grad_norm``
+    (the global gradient norm clipped before each step; None: none) change the recipe: lesson 03b
+    passes ELECTRA's published ones (``electra.PUBLISHED_OPTIMISATION``); they enter the key when
+    they differ from the defaults. Returns the record's ``pretraining`` part: characters, tokens, steps,
     estimated FLOPs, seconds, final and held-out loss, history, the plan.
     """
     path = _checkpoint_path(preset.name, name)
@@ -150,6 +158,10 @@ def pretrain(
         settings["precision"] = precision
     if adamw != "for-loop":
         settings["adamw"] = adamw
+    if lr_decay != "cosine":
+        settings["lr_decay"] = lr_decay
+    if clip_grad_norm is not None:
+        settings["clip_grad_norm"] = clip_grad_norm
     model_desc, collate_desc, vocabularies = describe_inputs(model, datamodule.collate)
     settings.update(model=model_desc, collate=collate_desc)
     # as the checkpoint will hold them: through JSON (a tuple, as ELMo's filters, comes back a list)
@@ -169,8 +181,8 @@ def pretrain(
     cap = TimeCap(minutes * 60, max_steps) if minutes is not None else None
     module, trainer = pretraining_trainer(model, preset, runs_dir() / preset.name / "pretrain" / name,
                                           max_steps=max_steps, seed=seed, lr=lr, precision=precision,
-                                          adamw=adamw, lean_logging=lean_logging,
-                                          callbacks=[cap] if cap else [])
+                                          adamw=adamw, lean_logging=lean_logging, lr_decay=lr_decay,
+                                          clip_grad_norm=clip_grad_norm, callbacks=[cap] if cap else [])
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - start
@@ -211,14 +223,16 @@ def pretrain(
 def pretraining_trainer(model: nn.Module, preset: Preset, run_dir: str | Path, *, max_steps: int,
                         seed: int = 0, lr: float | None = None, precision: str | None = None,
                         adamw: str = "for-loop", lean_logging: bool = False,
+                        lr_decay: str = "cosine", clip_grad_norm: float | None = None,
                         callbacks: list[pl.Callback] | None = None,
                         ) -> tuple[Pretrainer, pl.Trainer]:
     """The (:class:`Pretrainer`, Lightning trainer) pair :func:`pretrain` fits: the one place that
     sets up a pretraining run, so ``benchmarks/bench_pretraining.py`` times exactly this path."""
     module = Pretrainer(model, lr=lr or preset.pretrain_lr, warmup_steps=min(preset.warmup_steps, max_steps),
-                        adamw=adamw, lean_logging=lean_logging)
+                        adamw=adamw, lean_logging=lean_logging, lr_decay=lr_decay)
     trainer = make_trainer(preset, run_dir, seed=seed, max_steps=max_steps, monitor=None,
-                           precision=precision, log_every_n_steps=10, callbacks=list(callbacks or []))
+                           precision=precision, log_every_n_steps=10, callbacks=list(callbacks or []),
+                           clip_grad_norm=clip_grad_norm)
     return module, trainer
 
 

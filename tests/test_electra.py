@@ -358,7 +358,8 @@ def test_rtd_loss_is_averaged_over_real_positions_only(tokenizer: CharTokenizer,
     assert int(wide["attention_mask"].sum()) == int(batch["attention_mask"].sum())
 
 
-def _lr_trace(tokenizer: CharTokenizer, tmp_path, steps: int = 14) -> tuple[list[float], float, int, object]:
+def _lr_trace(tokenizer: CharTokenizer, tmp_path, steps: int = 14,
+              **options) -> tuple[list[float], float, int, object]:
     """The learning rate at each step of the course's pretraining loop (pretraining_trainer, smoke
     preset: warm-up 5 steps), for a tiny ELECTRA."""
     import pytorch_lightning as pl
@@ -380,7 +381,7 @@ def _lr_trace(tokenizer: CharTokenizer, tmp_path, steps: int = 14) -> tuple[list
     preset = get_preset("smoke")
     record = Record()
     module, trainer = pretraining.pretraining_trainer(model, preset, tmp_path, max_steps=steps,
-                                                      callbacks=[record])
+                                                      callbacks=[record], **options)
     trainer.fit(module, datamodule=data)
     return record.lrs, module.hparams.lr, min(preset.warmup_steps, steps), trainer
 
@@ -392,27 +393,68 @@ def test_pretraining_warms_up_linearly_then_decays(tokenizer: CharTokenizer, tmp
     assert all(a > b for a, b in zip(lrs[warm:], lrs[warm + 1:], strict=False))  # then falls every step
 
 
-@pytest.mark.xfail(strict=True, reason="nblib.pretraining decays by a cosine to 10% of the peak; Clark et al. "
-                   "decay linearly to 0 (lr_decay_power 1): a known difference of the shared pretraining loop, "
-                   "not of ELECTRA's code; strict, so the mark must go when the loop changes")
 def test_pretraining_decays_linearly_to_zero_as_published(tokenizer: CharTokenizer, tmp_path) -> None:
-    lrs, peak, warm, trainer = _lr_trace(tokenizer, tmp_path)
+    lrs, peak, warm, trainer = _lr_trace(tokenizer, tmp_path, **electra.PUBLISHED_OPTIMISATION)
     steps = [b - a for a, b in zip(lrs[warm:], lrs[warm + 1:], strict=False)]
     assert steps == pytest.approx([steps[0]] * len(steps), rel=1e-3)  # a straight line after the warm-up
     assert lrs[-1] + steps[0] == pytest.approx(0.0, abs=abs(steps[0]))  # reaching 0 at the last step
 
 
-@pytest.mark.xfail(strict=True, reason="the course's pretraining trainer clips no gradient; Clark et al. clip "
-                   "the global norm at 1: a known difference of the shared pretraining loop, not of ELECTRA's "
-                   "code; strict, so the mark must go when the loop changes")
+def test_the_shared_loop_keeps_its_cosine_unless_asked(tokenizer: CharTokenizer, tmp_path) -> None:
+    lrs, peak, warm, _ = _lr_trace(tokenizer, tmp_path)  # BERT's, GPT's and ELMo's schedule: unchanged
+    steps = [b - a for a, b in zip(lrs[warm:], lrs[warm + 1:], strict=False)]
+    assert steps[0] > steps[len(steps) // 2]  # a cosine falls slowly first, then faster: not a line
+    assert lrs[-1] > 0.1 * peak  # and it ends above its 10% floor, not at 0
+
+
 def test_pretraining_clips_the_gradient_norm_at_one(tokenizer: CharTokenizer, tmp_path) -> None:
     from nblib import pretraining
     from nblib.presets import get_preset
 
     model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
-    _, trainer = pretraining.pretraining_trainer(model, get_preset("smoke"), tmp_path, max_steps=3)
+    _, plain = pretraining.pretraining_trainer(model, get_preset("smoke"), tmp_path, max_steps=3)
+    assert plain.gradient_clip_val is None  # the shared loop clips nothing by default
+    _, trainer = pretraining.pretraining_trainer(model, get_preset("smoke"), tmp_path, max_steps=3,
+                                                 **electra.PUBLISHED_OPTIMISATION)
     assert trainer.gradient_clip_val == 1.0
-    assert trainer.gradient_clip_algorithm in (None, "norm")
+    assert trainer.gradient_clip_algorithm == "norm"
+
+
+def test_clipping_bounds_the_update_of_a_huge_gradient(tokenizer: CharTokenizer, tmp_path) -> None:
+    """Two steps with a loss scaled a millionfold. Adam's first steps are about ``lr`` in size
+    whatever the gradient's scale, so the test reads the gradient the optimiser stepped with (still
+    in ``.grad`` after the step: Lightning zeroes it before the next backward)."""
+    import pytorch_lightning as pl
+
+    from nblib import datamodules, pretraining
+    from nblib.presets import get_preset
+
+    class Norms(pl.Callback):
+        def __init__(self) -> None:
+            self.norms: list[float] = []
+
+        def on_train_batch_end(self, trainer, module, *args) -> None:
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    class Loud(ElectraForPreTraining):
+        def pretraining_step(self, batch):
+            out = super().pretraining_step(batch)
+            return {**out, "loss": out["loss"] * 1e6}
+
+    norms = {}
+    for clip in (None, 1.0):
+        torch.manual_seed(0)
+        model = Loud(_tiny(tokenizer.vocab_size))
+        data = datamodules.LanguageModelDataModule(REVIEWS * 8, REVIEWS[:2],
+                                                   lambda texts: collate_mlm(texts, tokenizer, 32), batch_size=4)
+        record = Norms()
+        module, trainer = pretraining.pretraining_trainer(model, get_preset("smoke"), tmp_path / str(clip),
+                                                          max_steps=2, clip_grad_norm=clip, callbacks=[record])
+        trainer.fit(module, datamodule=data)
+        norms[clip] = record.norms
+    assert min(norms[None]) > 1e3  # the loud loss gives a huge gradient ...
+    assert max(norms[1.0]) == pytest.approx(1.0, rel=1e-3)  # ... which clipping brings to norm 1
 
 
 # --- diagnostics of the discriminator on the replaced characters

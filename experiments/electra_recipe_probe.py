@@ -1,0 +1,117 @@
+"""ELECTRA's published optimisation (linear decay to 0, gradient norm clipped at 1) against the shared loop's.
+
+Lesson 03b pretrained ELECTRA with the course's shared pretraining loop: warm-up, then a cosine to 10% of the peak,
+and no gradient clipping. Clark et al. decay linearly to 0 and clip the global gradient norm at 1
+(``electra.PUBLISHED_OPTIMISATION``). This probe pretrains ELECTRA exactly as lesson 03b does (``small``: its corpus,
+vocabulary, 5 M characters, generator 1/2, lambda = 50, pre-LN, seed 0) with the published optimisation into the
+runs folder ``NBLIB_RUNS_DIR`` (a scratch folder: ``<runs>/small/pretrain/electra.pt``), measures the discriminator
+on held-out text (replaced-token ROC-AUC, recall, RTD loss against the base rate), then fine-tunes the discriminator
+as lesson 03b does (mean pooling, the preset's rate, ``Preset.few_label_epochs``, the same stratified subsets) at
+the label counts and seeds given, as one-thread jobs on the course's pool, and prints validation only. With
+``--baseline PATH`` (lesson 03b's ``electra.pt`` of a run made with the shared loop) it measures and fine-tunes that
+checkpoint the same way, side by side.
+
+Run: NBLIB_RUNS_DIR=<scratch> NBLIB_DATA_MIRROR=<mirror> .venv/bin/python experiments/electra_recipe_probe.py \
+     --baseline <clone>/runs/small/pretrain/electra.pt --counts 100 1000 all --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import torch
+
+from nblib import bert, course, data, datamodules, electra, inference, pool, pretraining, text
+from nblib.presets import get_preset
+from nblib.records import runs_dir
+
+GENERATOR_SIZE, RTD_WEIGHT, PRE_LN, SEED = 0.5, 50.0, True, 0  # lesson 03b's defaults
+
+
+def lesson_parts(preset):
+    """Lesson 03b's corpus, vocabulary, masked-LM data and pretraining config (section 3)."""
+    corpus = data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=SEED)
+    tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
+    n_heldout = max(1, len(corpus) // 100)
+    lm_data = datamodules.LanguageModelDataModule(
+        corpus[:-n_heldout], corpus[-n_heldout:], bert.make_collate(tokenizer, preset.pretrain_seq_len),
+        preset.pretrain_batch_size, seed=SEED, chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
+    config = electra.ElectraConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True,
+                                               generator_size=GENERATOR_SIZE, rtd_weight=RTD_WEIGHT, pre_ln=PRE_LN)
+    return tokenizer, lm_data, config
+
+
+def heldout(model, lm_data) -> dict:
+    keys = ("roc_auc", "recall", "precision", "average_precision", "rtd_loss", "base_rate_entropy",
+            "generator_mlm_acc")
+    metrics = electra.replaced_token_metrics(model, lm_data.heldout_dataloader(), seed=SEED)
+    return {k: round(float(metrics[k]), 4) for k in keys}
+
+
+def finetune_run(*, checkpoint: str, name: str, n: int | None, seed: int, scratch: str,
+                 preset_name: str) -> dict:
+    """One fine-tuning of the discriminator in ``checkpoint`` as lesson 03b's; validation scores only."""
+    preset = get_preset(preset_name)
+    split = data.split().limit(preset.max_train_reviews, preset.max_eval_reviews)
+    tokenizer, _, pretrain_config = lesson_parts(preset)
+    model = electra.ElectraForPreTraining(pretrain_config)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
+    config = bert.BertConfig.from_preset(preset, tokenizer.vocab_size, pre_ln=PRE_LN)
+    torch.manual_seed(seed)
+    encoder = electra.ElectraDiscriminator(config)
+    encoder.load_state_dict(model.discriminator.state_dict())
+    frame = split.train if n is None else datamodules.subsample(split.train, n, seed=SEED)
+    started = time.time()
+    _, _, results = course.fit_variant(
+        encoder, preset=preset, split=split, collate=inference.TokenCollate(tokenizer, preset.max_len),
+        pooling=bert.classification_pooling(nsp=False), seed=seed, lr=preset.finetune_lr_for("electra"),
+        frame=frame, max_epochs=None if n is None else preset.few_label_epochs(n),
+        run_dir=f"{scratch}/{name}-{n or 'all'}-{seed}")
+    return {"checkpoint": name, "labels": n or "all", "seed": seed,
+            "val_acc": round(results["val"]["accuracy"], 4), "val_f1": round(results["val"]["macro_f1"], 4),
+            "seconds": round(time.time() - started)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", help="lesson 03b's electra.pt made with the shared loop's optimisation")
+    parser.add_argument("--counts", nargs="+", default=["100", "1000", "all"], help="label counts; 'all'")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--preset", default="small", help="smoke: a quick check that the probe runs")
+    args = parser.parse_args()
+    preset = get_preset(args.preset)
+    preset.configure_torch()
+    _, lm_data, config = lesson_parts(preset)
+    torch.manual_seed(SEED)
+    model = electra.ElectraForPreTraining(config)
+    recipe = {"objective": "electra", "pre_ln": PRE_LN, "generator_size": GENERATOR_SIZE, "rtd_weight": RTD_WEIGHT}
+    info = pretraining.pretrain(model, lm_data, preset, "electra", seed=SEED, recipe=recipe,
+                                **electra.PUBLISHED_OPTIMISATION)
+    path = runs_dir() / preset.name / "pretrain" / "electra.pt"
+    print(f"published optimisation: {info['steps']} steps, {info['seconds']} s; held-out {info['val']}", flush=True)
+    checkpoints = {"published": str(path)}
+    rows = {"published": heldout(model, lm_data)}
+    if args.baseline:
+        base = electra.ElectraForPreTraining(config)
+        base.load_state_dict(torch.load(args.baseline, map_location="cpu", weights_only=True)["state_dict"])
+        checkpoints["shared loop"] = args.baseline
+        rows["shared loop"] = heldout(base, lm_data)
+    print("held-out replaced-token metrics:", json.dumps(rows, indent=1), flush=True)
+
+    scratch = tempfile.mkdtemp(prefix="electra_recipe_probe_")
+    counts = [None if c == "all" else int(c) for c in args.counts]
+    jobs = [{"checkpoint": c, "name": name, "n": n, "seed": seed, "scratch": scratch,
+             "preset_name": args.preset}
+            for n in counts for seed in args.seeds for name, c in checkpoints.items()]
+    results = pool.run_jobs(finetune_run, jobs, threads=1, desc="ELECTRA fine-tunings", cache=False)
+    print(f"{'checkpoint':>12} {'labels':>6} {'seed':>4} {'val acc':>7} {'val F1':>6} {'seconds':>7}")
+    for r in results:
+        print(f"{r['checkpoint']:>12} {r['labels']:>6} {r['seed']:>4} {r['val_acc']:>7.4f} {r['val_f1']:>6.4f} "
+              f"{r['seconds']:>7}")
+
+
+if __name__ == "__main__":
+    main()
