@@ -81,7 +81,8 @@ def course_encoder(preset: Preset, seed: int = 0, corpus: Sequence[str] | None =
         tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
         n_heldout = max(1, len(corpus) // 100)
         collate = bert.make_collate(tokenizer, preset.pretrain_seq_len, nsp=LESSON03_RECIPE["nsp"],
-                                    whole_word=LESSON03_RECIPE["whole_word"])
+                                    whole_word=LESSON03_RECIPE["whole_word"],
+                                    mlm_probability=preset.mlm_probability)
         lm_data = LanguageModelDataModule(corpus[:-n_heldout], corpus[-n_heldout:], collate,
                                           preset.pretrain_batch_size, seed=seed,
                                           chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
