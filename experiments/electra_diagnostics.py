@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from electra_lesson import pretraining_parts
 
-from nblib import bert, data, datamodules, electra, inference, pretraining, records, text
+from nblib import bert, data, electra, inference, pretraining, records
 from nblib.presets import Preset, get_preset
 
 COLUMNS = ("roc_auc", "recall", "precision", "average_precision", "replaced_share", "rtd_acc", "rtd_loss",
@@ -54,14 +55,7 @@ def pretrain_smoke(seed: int) -> None:
     """A smoke-preset ELECTRA pretrained as lesson 03b does, into ``$NBLIB_RUNS_DIR/smoke/pretrain/electra.pt``."""
     preset = get_preset("smoke")
     preset.configure_torch()
-    corpus = data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=seed)
-    tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
-    config = electra.ElectraConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True,
-                                               generator_size=0.5, rtd_weight=50.0, pre_ln=True)
-    n_heldout = max(1, len(corpus) // 100)
-    lm_data = datamodules.LanguageModelDataModule(
-        corpus[:-n_heldout], corpus[-n_heldout:], bert.make_collate(tokenizer, preset.pretrain_seq_len),
-        preset.pretrain_batch_size, seed=seed, chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
+    _, lm_data, config = pretraining_parts(preset, seed=seed, generator_size=0.5)
     torch.manual_seed(seed)
     model = electra.ElectraForPreTraining(config)
     recipe = {"objective": "electra", "pre_ln": True, "generator_size": 0.5, "rtd_weight": 50.0}

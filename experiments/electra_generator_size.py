@@ -17,6 +17,7 @@ import sys
 import time
 
 import torch
+from electra_lesson import pretraining_parts
 
 from nblib import (
     bert,
@@ -27,7 +28,6 @@ from nblib import (
     inference,
     pretraining,
     records,
-    text,
 )
 from nblib.presets import get_preset
 
@@ -36,14 +36,7 @@ def main(generator_size: float, seed: int = 0) -> None:
     preset = get_preset("small")
     preset.configure_torch()
     split = data.split().limit(preset.max_train_reviews, preset.max_eval_reviews)
-    corpus = data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=seed)
-    tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)  # lesson 03's vocabulary
-    config = electra.ElectraConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True,
-                                               generator_size=generator_size, rtd_weight=50.0, pre_ln=True)
-    n_heldout = max(1, len(corpus) // 100)  # as lesson 03b
-    lm_data = datamodules.LanguageModelDataModule(
-        corpus[:-n_heldout], corpus[-n_heldout:], bert.make_collate(tokenizer, preset.pretrain_seq_len),
-        preset.pretrain_batch_size, seed=seed, chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
+    tokenizer, lm_data, config = pretraining_parts(preset, seed=seed, generator_size=generator_size)
     torch.manual_seed(seed)
     model = electra.ElectraForPreTraining(config)
     recipe = {"objective": "electra", "pre_ln": True, "generator_size": generator_size, "rtd_weight": 50.0}

@@ -23,25 +23,13 @@ import tempfile
 import time
 
 import torch
+from electra_lesson import PRE_LN, RTD_WEIGHT, pretraining_parts
 
-from nblib import bert, course, data, datamodules, electra, inference, pool, pretraining, text
+from nblib import bert, course, data, datamodules, electra, inference, pool, pretraining
 from nblib.presets import get_preset
 from nblib.records import runs_dir
 
-GENERATOR_SIZE, RTD_WEIGHT, PRE_LN, SEED = 0.5, 50.0, True, 0  # lesson 03b's defaults
-
-
-def lesson_parts(preset):
-    """Lesson 03b's corpus, vocabulary, masked-LM data and pretraining config (section 3)."""
-    corpus = data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=SEED)
-    tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
-    n_heldout = max(1, len(corpus) // 100)
-    lm_data = datamodules.LanguageModelDataModule(
-        corpus[:-n_heldout], corpus[-n_heldout:], bert.make_collate(tokenizer, preset.pretrain_seq_len),
-        preset.pretrain_batch_size, seed=SEED, chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
-    config = electra.ElectraConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True,
-                                               generator_size=GENERATOR_SIZE, rtd_weight=RTD_WEIGHT, pre_ln=PRE_LN)
-    return tokenizer, lm_data, config
+GENERATOR_SIZE, SEED = 0.5, 0  # lesson 03b's defaults
 
 
 def heldout(model, lm_data) -> dict:
@@ -56,7 +44,7 @@ def finetune_run(*, checkpoint: str, name: str, n: int | None, seed: int, scratc
     """One fine-tuning of the discriminator in ``checkpoint`` as lesson 03b's; validation scores only."""
     preset = get_preset(preset_name)
     split = data.split().limit(preset.max_train_reviews, preset.max_eval_reviews)
-    tokenizer, _, pretrain_config = lesson_parts(preset)
+    tokenizer, _, pretrain_config = pretraining_parts(preset, seed=SEED, generator_size=GENERATOR_SIZE)
     model = electra.ElectraForPreTraining(pretrain_config)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
     config = bert.BertConfig.from_preset(preset, tokenizer.vocab_size, pre_ln=PRE_LN)
@@ -84,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     preset = get_preset(args.preset)
     preset.configure_torch()
-    _, lm_data, config = lesson_parts(preset)
+    _, lm_data, config = pretraining_parts(preset, seed=SEED, generator_size=GENERATOR_SIZE)
     torch.manual_seed(SEED)
     model = electra.ElectraForPreTraining(config)
     recipe = {"objective": "electra", "pre_ln": PRE_LN, "generator_size": GENERATOR_SIZE, "rtd_weight": RTD_WEIGHT}

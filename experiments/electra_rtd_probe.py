@@ -14,22 +14,16 @@ import json
 import sys
 
 import torch
+from electra_lesson import pretraining_parts
 
-from nblib import bert, data, datamodules, electra, pretraining, text
+from nblib import electra, pretraining
 from nblib.presets import get_preset
 
 
 def main(lr: float, steps: int) -> None:
     preset = get_preset("small")
     preset.configure_torch()
-    corpus = data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=0)
-    tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
-    config = electra.ElectraConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True,
-                                               generator_size=0.25, rtd_weight=50.0, pre_ln=True)
-    n_heldout = max(1, len(corpus) // 100)
-    lm_data = datamodules.LanguageModelDataModule(
-        corpus[:-n_heldout], corpus[-n_heldout:], bert.make_collate(tokenizer, preset.pretrain_seq_len),
-        preset.pretrain_batch_size, seed=0, chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
+    _, lm_data, config = pretraining_parts(preset, seed=0, generator_size=0.25)
     torch.manual_seed(0)
     model = electra.ElectraForPreTraining(config)
     info = pretraining.pretrain(model, lm_data, preset, "electra", seed=0, max_steps=steps, lr=lr,

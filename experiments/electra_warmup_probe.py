@@ -24,8 +24,9 @@ import json
 from pathlib import Path
 
 import torch
+from electra_lesson import pretraining_parts
 
-from nblib import bert, data, datamodules, electra, pretraining, text
+from nblib import electra, pretraining
 from nblib.presets import get_preset
 
 BLOCK = 500  # steps per printed block
@@ -50,14 +51,7 @@ def main() -> None:
 
     preset = get_preset("small").replace(warmup_steps=args.warmup)
     preset.configure_torch()
-    corpus = data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=0)
-    tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
-    config = electra.ElectraConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True,
-                                               generator_size=0.5, rtd_weight=50.0, pre_ln=True)
-    n_heldout = max(1, len(corpus) // 100)
-    lm_data = datamodules.LanguageModelDataModule(
-        corpus[:-n_heldout], corpus[-n_heldout:], bert.make_collate(tokenizer, preset.pretrain_seq_len),
-        preset.pretrain_batch_size, seed=0, chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
+    _, lm_data, config = pretraining_parts(preset, seed=0, generator_size=0.5)
     torch.manual_seed(0)
     model = electra.ElectraForPreTraining(config)
     name = f"electra-warmup{args.warmup}"

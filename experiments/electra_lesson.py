@@ -1,0 +1,28 @@
+"""Lesson 03b's ELECTRA pretraining inputs, built as the lesson builds them, for the probes in this folder.
+
+Section 3 of notebooks/03b_electra.ipynb: lesson 03's corpus and character vocabulary, the corpus's last 1% held
+out, lesson 03's masked-LM collate at BERT's 15% (no NSP), length-grouped batches in the seeded order, and the
+pretraining config (pre-LN, lambda = 50, a generator ``generator_size`` as wide as the discriminator).
+A probe imports it as a sibling module (``python experiments/<probe>.py`` puts this folder on the path).
+"""
+
+from __future__ import annotations
+
+from nblib import bert, data, datamodules, electra, text
+from nblib.presets import Preset
+
+RTD_WEIGHT, PRE_LN = 50.0, True  # lesson 03b's defaults
+
+
+def pretraining_parts(preset: Preset, *, seed: int = 0, generator_size: float = 0.5
+                      ) -> tuple[text.CharTokenizer, datamodules.LanguageModelDataModule, electra.ElectraConfig]:
+    """(tokenizer, masked-LM data, ``ElectraConfig`` for pretraining) exactly as lesson 03b builds them."""
+    corpus = data.pretraining_corpus(max_texts=preset.max_corpus_texts, seed=seed)
+    tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)  # lesson 03's vocabulary
+    n_heldout = max(1, len(corpus) // 100)
+    lm_data = datamodules.LanguageModelDataModule(
+        corpus[:-n_heldout], corpus[-n_heldout:], bert.make_collate(tokenizer, preset.pretrain_seq_len),
+        preset.pretrain_batch_size, seed=seed, chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
+    config = electra.ElectraConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True,
+                                               generator_size=generator_size, rtd_weight=RTD_WEIGHT, pre_ln=PRE_LN)
+    return tokenizer, lm_data, config
