@@ -48,12 +48,12 @@ test: data
 	$(PY) -m pytest -q
 
 report: data
-	$(PY) -m nblib.report run --preset $(PRESET) $(if $(WITH_CHECKPOINTS),--with-checkpoints) $(if $(RESUME),--resume)
+	$(PY) -m nblib.results.report run --preset $(PRESET) $(if $(WITH_CHECKPOINTS),--with-checkpoints) $(if $(RESUME),--resume)
 
 # The lessons' ablations (frozen ELMo, GPT without its auxiliary LM loss, BERT's truncation study, the
 # label counts the main job leaves out: preset.ablation_label_counts), then the table.
 ablations: data
-	$(PY) -m nblib.report ablations --preset $(PRESET)
+	$(PY) -m nblib.results.report ablations --preset $(PRESET)
 
 lab: data
 ifdef SOLUTIONS

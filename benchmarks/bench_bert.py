@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from nblib.bert import BertConfig, BertForPreTraining, mask_tokens
+from nblib.models.bert import BertConfig, BertForPreTraining, mask_tokens
 
 
 class _Vocab:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from nblib.elmo import BiLM, ElmoConfig
+from nblib.models.elmo import BiLM, ElmoConfig
 
 warnings.filterwarnings("ignore", message="LSTM with projections")
 

@@ -1,6 +1,6 @@
 """Speed of nblib's GPT beside Hugging Face's GPT2LMHeadModel, and what the KV cache buys.
 
-(a) Training tokens/s (forward + backward + AdamW step) of nblib.gpt.GPT and transformers'
+(a) Training tokens/s (forward + backward + AdamW step) of nblib.models.gpt.GPT and transformers'
     GPT2LMHeadModel at the same size (4 layers × 256, 4 heads, vocabulary 4000, batch 32×128,
     dropout 0), fp32 (and bf16 autocast with --bf16), measured in interleaved repeats so that load from other
     processes hits both alike. Goal: ratio nblib/HF ≥ 1.0.
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from nblib.gpt import GPT, GPTConfig
+from nblib.models.gpt import GPT, GPTConfig
 
 VOCAB, LAYERS, WIDTH, HEADS, BATCH, SEQ = 4000, 4, 256, 4, 32, 128
 

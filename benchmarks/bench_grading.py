@@ -53,7 +53,7 @@ for _ in range(100000):
         time.sleep(300)
         os._exit(0)'''
 RETURNS_LIBRARY = '''import functools
-from nblib.text import truncate
+from nblib.data.text import truncate
 truncate_head_tail = functools.partial(truncate, strategy="head+tail", head_fraction=0.5)'''
 HOG = '''import subprocess, sys
 code = "import time; b = bytearray(b'x') * (900 * 2**20); time.sleep(4)"

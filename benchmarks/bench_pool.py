@@ -1,4 +1,4 @@
-"""A fine-tuning grid one run after another at 2 threads vs side by side as one-thread runs (nblib.pool).
+"""A fine-tuning grid one run after another at 2 threads vs side by side as one-thread runs (nblib.training.pool).
 
 The grid: ``--runs`` label-efficiency runs of the `small` BERT from random init (its fine-tuning cost is
 the pretrained twin's), ``--labels`` labelled reviews each, the preset's few-label schedule (at least 150
@@ -19,21 +19,24 @@ import tempfile
 import time
 from pathlib import Path
 
-from nblib import pool
+from nblib.training import pool
 
 
 def finetune_random_bert(seed: int, n_labels: int, run_root: str) -> dict:
     """One label-efficiency run of a random-init `small` BERT; returns its record."""
     import torch
 
-    from nblib import bert, course, data, datamodules, inference, text
+    from nblib import course, data
+    from nblib.data import datamodules, text
+    from nblib.models import bert
     from nblib.presets import get_preset
+    from nblib.training import saved_runs
 
     preset = get_preset("small")
     split = data.split()
     corpus = data.pretraining_corpus(seed=0)
     tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
-    collate = inference.TokenCollate(tokenizer, preset.max_len)
+    collate = saved_runs.TokenCollate(tokenizer, preset.max_len)
     torch.manual_seed(seed)
     encoder = bert.BertForPreTraining(bert.BertConfig.from_preset(preset, tokenizer.vocab_size, pre_ln=True))
     _, record = course.finetune_variant(

@@ -57,8 +57,11 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from nblib import bert, data, datamodules, elmo, gpt, pretraining, text
+from nblib import data
+from nblib.data import datamodules, text
+from nblib.models import bert, elmo, gpt
 from nblib.presets import Preset, get_preset
+from nblib.training import pretraining
 
 # The variants: the keyword arguments of pretraining.pretrain / pretraining_trainer they set.
 VARIANTS: dict[str, dict[str, Any]] = {

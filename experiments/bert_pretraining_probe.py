@@ -26,8 +26,11 @@ import json
 
 import torch
 
-from nblib import bert, data, datamodules, pretraining, text
+from nblib import data
+from nblib.data import datamodules, text
+from nblib.models import bert
 from nblib.presets import get_preset
+from nblib.training import pretraining
 
 SEED = 0
 

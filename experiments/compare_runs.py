@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from nblib.comparison import COST_HEADING  # where the comparison file's clock begins
-from nblib.records import without_times  # drops what a rerun may change
+from nblib.results.comparison import COST_HEADING  # where the comparison file's clock begins
+from nblib.results.records import without_times  # drops what a rerun may change
 
 
 def compare_records(a: Path, b: Path) -> int:

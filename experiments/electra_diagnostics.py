@@ -31,8 +31,11 @@ from typing import Any
 import torch
 from electra_lesson import pretraining_parts
 
-from nblib import bert, data, electra, inference, pretraining, records
+from nblib import data
+from nblib.models import bert, electra
 from nblib.presets import Preset, get_preset
+from nblib.results import records
+from nblib.training import pretraining, saved_runs
 
 COLUMNS = ("roc_auc", "recall", "precision", "average_precision", "replaced_share", "rtd_acc", "rtd_loss",
            "base_rate_entropy", "generator_mlm_acc", "sampled_original_share", "positions")
@@ -105,12 +108,12 @@ def main() -> None:
     model, info = pretraining.load_pretrained(preset, args.name)
     if not isinstance(model, electra.ElectraForPreTraining):
         raise SystemExit(f"{args.name}: a {type(model).__name__}, not an ElectraForPreTraining checkpoint")
-    tokenizer = inference.tokenizer_from_vocabulary(next(iter(info["tokenizers"].values())))
+    tokenizer = saved_runs.tokenizer_from_vocabulary(next(iter(info["tokenizers"].values())))
     data_seed = (info.get("settings") or {}).get("data_seed", 0)
     texts = heldout_texts(preset, data_seed)
     batches = heldout_batches(texts, tokenizer, preset)
     torch.manual_seed(args.seed)
-    untrained = inference.build_model(info["model"]).eval()  # the same config at a seeded random init
+    untrained = saved_runs.build_model(info["model"]).eval()  # the same config at a seeded random init
     if args.mask_share is not None:
         share = None if args.mask_share.lower() == "none" else float(args.mask_share)
         for m in (model, untrained):

@@ -19,17 +19,12 @@ import time
 import torch
 from electra_lesson import pretraining_parts
 
-from nblib import (
-    bert,
-    classifier,
-    data,
-    datamodules,
-    electra,
-    inference,
-    pretraining,
-    records,
-)
+from nblib import data
+from nblib.data import datamodules
+from nblib.models import bert, electra
 from nblib.presets import get_preset
+from nblib.results import records
+from nblib.training import classifier, finetuning, pretraining, saved_runs
 
 
 def main(generator_size: float, seed: int = 0) -> None:
@@ -48,12 +43,12 @@ def main(generator_size: float, seed: int = 0) -> None:
     torch.manual_seed(seed)
     encoder = electra.ElectraDiscriminator(finetune_config)
     encoder.load_state_dict(model.discriminator.state_dict())
-    collate = inference.TokenCollate(tokenizer, preset.max_len)
+    collate = saved_runs.TokenCollate(tokenizer, preset.max_len)
     clf = classifier.SentimentClassifier(encoder, pooling="cls", lr=preset.finetune_lr)
     datamodule = datamodules.ClassificationDataModule(split.train, split.val, split.test, collate,
                                                       preset.finetune_batch_size, ood=split.ood)
     started = time.time()
-    _, results = classifier.fit_classifier(clf, datamodule, collate, preset,
+    _, results = finetuning.fit_classifier(clf, datamodule, collate, preset,
                                            records.runs_dir() / "small" / "electra-generator-probe" / str(seed),
                                            seed=seed)
     print(f"generator {generator_size:g}, seed {seed}, all labels: val accuracy {results['val']['accuracy']:.3f}, "

@@ -8,7 +8,9 @@ A probe imports it as a sibling module (``python experiments/<probe>.py`` puts t
 
 from __future__ import annotations
 
-from nblib import bert, data, datamodules, electra, text
+from nblib import data
+from nblib.data import datamodules, text
+from nblib.models import bert, electra
 from nblib.presets import Preset
 
 RTD_WEIGHT, PRE_LN = 50.0, True  # lesson 03b's defaults

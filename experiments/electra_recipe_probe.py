@@ -25,9 +25,12 @@ import time
 import torch
 from electra_lesson import PRE_LN, RTD_WEIGHT, pretraining_parts
 
-from nblib import bert, course, data, datamodules, electra, inference, pool, pretraining
+from nblib import course, data
+from nblib.data import datamodules
+from nblib.models import bert, electra
 from nblib.presets import get_preset
-from nblib.records import runs_dir
+from nblib.results.records import runs_dir
+from nblib.training import pool, pretraining, saved_runs
 
 GENERATOR_SIZE, SEED = 0.5, 0  # lesson 03b's defaults
 
@@ -54,7 +57,7 @@ def finetune_run(*, checkpoint: str, name: str, n: int | None, seed: int, scratc
     frame = split.train if n is None else datamodules.subsample(split.train, n, seed=SEED)
     started = time.time()
     _, _, results = course.fit_variant(
-        encoder, preset=preset, split=split, collate=inference.TokenCollate(tokenizer, preset.max_len),
+        encoder, preset=preset, split=split, collate=saved_runs.TokenCollate(tokenizer, preset.max_len),
         pooling=bert.classification_pooling(nsp=False), seed=seed, lr=preset.finetune_lr_for("electra"),
         frame=frame, max_epochs=None if n is None else preset.few_label_epochs(n),
         run_dir=f"{scratch}/{name}-{n or 'all'}-{seed}")

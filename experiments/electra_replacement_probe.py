@@ -27,8 +27,11 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 
-from nblib import bert, data, electra, inference, pretraining, text
+from nblib import data
+from nblib.data import text
+from nblib.models import bert, electra
 from nblib.presets import get_preset
+from nblib.training import pretraining, saved_runs
 
 
 def main() -> None:
@@ -51,7 +54,7 @@ def main() -> None:
     tokenizer = text.CharTokenizer.build(corpus, min_count=preset.min_char_count)
     if args.init_from_mlm:
         mlm_bert, info = pretraining.load_pretrained(preset, "bert")
-        tokenizer = inference.tokenizer_from_vocabulary(next(iter(info["tokenizers"].values())))
+        tokenizer = saved_runs.tokenizer_from_vocabulary(next(iter(info["tokenizers"].values())))
     config = electra.ElectraConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True, pre_ln=True,
                                                generator_size=args.generator_size)
     collate = bert.make_collate(tokenizer, preset.pretrain_seq_len)

@@ -16,8 +16,9 @@ import sys
 import torch
 from electra_lesson import pretraining_parts
 
-from nblib import electra, pretraining
+from nblib.models import electra
 from nblib.presets import get_preset
+from nblib.training import pretraining
 
 
 def main(lr: float, steps: int) -> None:

@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 from electra_lesson import pretraining_parts
 
-from nblib import electra, pretraining
+from nblib.models import electra
 from nblib.presets import get_preset
+from nblib.training import pretraining
 
 BLOCK = 500  # steps per printed block
 

@@ -23,8 +23,12 @@ import time
 
 import torch
 
-from nblib import classifier, course, data, elmo, records, text
+from nblib import course, data
+from nblib.data import text
+from nblib.models import elmo
 from nblib.presets import get_preset
+from nblib.results import records
+from nblib.training import classifier
 
 
 def main() -> None:

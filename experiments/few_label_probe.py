@@ -22,8 +22,10 @@ import sys
 import tempfile
 import time
 
-from nblib import course, data, datamodules, inference, tasks
+from nblib import course, data, tasks
+from nblib.data import datamodules
 from nblib.presets import get_preset
+from nblib.training import saved_runs
 
 
 def main(min_steps: int, counts: tuple[int, ...] = (100, 300)) -> None:
@@ -31,7 +33,7 @@ def main(min_steps: int, counts: tuple[int, ...] = (100, 300)) -> None:
     preset.configure_torch()
     split = data.split().limit(preset.max_train_reviews, preset.max_eval_reviews)
     encoder = tasks.course_encoder(preset, seed=0)  # lesson 03's pretrained BERT, read back
-    collate = inference.TokenCollate(encoder.tokenizer, preset.max_len)
+    collate = saved_runs.TokenCollate(encoder.tokenizer, preset.max_len)
     scratch = tempfile.mkdtemp(prefix="few_label_probe_")
     print(f"{'labels':>6} {'init':>10} {'schedule':>8} {'epochs':>6} {'steps':>5} {'val acc':>7} "
           f"{'val F1':>6} {'seconds':>7}")

@@ -21,10 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from nblib import datamodules, inference, pool, records, tasks
+from nblib import tasks
 from nblib.course import finetune_variant
+from nblib.data import datamodules
 from nblib.data import split as fixed_split
 from nblib.presets import get_preset
+from nblib.results import records
+from nblib.training import pool, saved_runs
 
 
 def finetune(preset_name: str, variant: str, seed: int, n_labels: int) -> dict:
@@ -35,7 +38,7 @@ def finetune(preset_name: str, variant: str, seed: int, n_labels: int) -> dict:
     frame = datamodules.subsample(split.train, n_labels, seed=0)
     _, record = finetune_variant(
         course.build(variant, seed=seed), model="bert", variant=variant, preset=preset, split=split, frame=frame,
-        label_count=n_labels, collate=inference.TokenCollate(course.tokenizer, preset.max_len), pooling="cls",
+        label_count=n_labels, collate=saved_runs.TokenCollate(course.tokenizer, preset.max_len), pooling="cls",
         seed=seed, max_epochs=preset.few_label_epochs(n_labels),
         pretraining=course.info if variant == "pretrained" else None)
     return record

@@ -15,7 +15,9 @@ import time
 
 import torch
 
-from nblib import bert, data, text
+from nblib import data
+from nblib.data import text
+from nblib.models import bert
 
 
 def main(steps: int = 600, batch_size: int = 32) -> None:

@@ -6,7 +6,7 @@ masked LM did train. Earlier probes (docs/experiments.md, lesson 03) found mean 
 validation at 100 labels for the pretrained encoder and level with all labels. This probe runs the lesson's own
 fine-tuning (``course.fit_variant``, the preset's learning rate per init, ``Preset.few_label_epochs``, the same
 stratified subsets as lesson 03) for both inits and both poolings at the label counts given, as one-thread jobs
-on the course's pool (``nblib.pool``), and prints validation accuracy and macro-F1 only (the choice is made on
+on the course's pool (``nblib.training.pool``), and prints validation accuracy and macro-F1 only (the choice is made on
 validation; nothing here reads test or out-of-domain scores). Runs go to a scratch folder, not ``runs/<preset>/``.
 
 Run (in a checkout whose ``runs/small/pretrain/bert.pt`` exists, e.g. after ``make report``):
@@ -19,8 +19,10 @@ import argparse
 import tempfile
 import time
 
-from nblib import course, data, datamodules, inference, pool, tasks
+from nblib import course, data, tasks
+from nblib.data import datamodules
 from nblib.presets import get_preset
+from nblib.training import pool, saved_runs
 
 
 def probe_run(*, init: str, pooling: str, n: int | None, seed: int, scratch: str) -> dict:
@@ -28,7 +30,7 @@ def probe_run(*, init: str, pooling: str, n: int | None, seed: int, scratch: str
     preset = get_preset("small")
     split = data.split().limit(preset.max_train_reviews, preset.max_eval_reviews)
     encoder = tasks.course_encoder(preset, seed=0)
-    collate = inference.TokenCollate(encoder.tokenizer, preset.max_len)
+    collate = saved_runs.TokenCollate(encoder.tokenizer, preset.max_len)
     frame = split.train if n is None else datamodules.subsample(split.train, n, seed=0)
     epochs = None if n is None else preset.few_label_epochs(n)
     started = time.time()

@@ -27,8 +27,11 @@ from pathlib import Path
 
 import torch
 
-from nblib import bert, course, data, datamodules, gpt, inference, pretraining, text
+from nblib import course, data
+from nblib.data import datamodules, text
+from nblib.models import bert, gpt
 from nblib.presets import get_preset
+from nblib.training import pretraining, saved_runs
 
 JOB_KEYS = {"variant", "pooling", "lr", "lm", "freeze", "fdrop", "epochs", "n", "seed"}
 
@@ -96,7 +99,7 @@ def main() -> None:
     pretrained_state = {k: v.clone() for k, v in model.state_dict().items()}
     print("pretraining", {k: v for k, v in info.items() if k != "history"}, flush=True)
 
-    classify_collate = inference.TokenCollate(tokenizer, preset.max_len)  # [CLS] review [SEP], right-padded
+    classify_collate = saved_runs.TokenCollate(tokenizer, preset.max_len)  # [CLS] review [SEP], right-padded
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

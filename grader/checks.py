@@ -139,7 +139,7 @@ class Exercise:
 
     references: the library's own versions of what the exercise asks for: the functions or
     classes themselves (``[truncate]``, a class such as ``ScalarMix`` covers its methods) or their
-    dotted names (``"nblib.text.truncate"``).
+    dotted names (``"nblib.data.text.truncate"``).
     While a hidden case of this exercise runs, calling one of them from the student's function
     (directly, through a wrapper, a ``functools.partial``, a copy of its code or a reloaded module)
     makes the case fail: returning or wrapping the library's answer earns nothing. Outside the
@@ -178,7 +178,7 @@ def reference_target(ref: Any) -> list[str]:
     name = ref
     if not (FUNCTION_NAME.match(name) and "." in name):
         raise ValueError(f"Exercise.references: {name!r} is not a dotted name like "
-                         "'nblib.text.truncate'")
+                         "'nblib.data.text.truncate'")
     module_name, _, attr = name.rpartition(".")
     obj: Any = None
     while module_name:

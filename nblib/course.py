@@ -6,7 +6,8 @@ trainer with model selection on validation, the results record under ``runs/<pre
 so the lessons write only what differs: the encoder, its pooling, its collate and its options.
 The learning rate defaults to the preset's choice for the model (``Preset.finetune_lr_for``).
 :func:`fit_variant` is the same run without a record (lesson 03's truncation study).
-:func:`lesson_preset` is what a lesson runs: `make report`'s whole grid, or a learner's sitting.
+:func:`lesson_preset` is what a lesson runs: `make report`'s whole grid, or a learner's sitting;
+:func:`setup` is every lesson's first code cell.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from nblib.classifier import Pooling, SentimentClassifier, count_parameters, fit_classifier
-from nblib.datamodules import ClassificationDataModule, Collate
+from nblib.data.datamodules import ClassificationDataModule, Collate
 from nblib.presets import Preset, get_preset
-from nblib.records import make_record, record_path, write_record
+from nblib.results.records import make_record, record_path, write_record
+from nblib.training.classifier import Pooling, SentimentClassifier, count_parameters
+from nblib.training.finetuning import fit_classifier
 
 
 def fit_variant(
@@ -41,7 +43,7 @@ def fit_variant(
     """Fine-tune ``encoder`` (already built and seeded by the caller) on ``frame`` (default: the
     split's train reviews) with checkpoints and logs in ``run_dir``, and score val, test and
     out-of-domain. Writes no results record. Returns the classifier, the trainer and the results
-    (``classifier.fit_classifier``'s dict)."""
+    (``finetuning.fit_classifier``'s dict)."""
     frame = split.train if frame is None else frame
     clf = SentimentClassifier(encoder, pooling=pooling, lr=lr, **(classifier_options or {}))
     datamodule = ClassificationDataModule(frame, split.val, split.test, collate, preset.finetune_batch_size,
@@ -109,8 +111,8 @@ def lesson_preset(name: str, *, full: bool, seed: int, report_figures: str = "fi
     shorter pretrainings under ``runs/<name>-sitting/``: every lesson makes the same choice, so lesson
     05 finds the records of 01-04 in one folder. Prints what the sitting leaves out and where the
     report shows it (``report_figures``). Introduced in notebook 02_elmo."""
-    # imported here, not at the top: the cache keys of fine-tuning jobs (nblib.runcache) stay free of it
-    from nblib import pretraining
+    # imported here, not at the top: the cache keys of fine-tuning jobs (nblib.training.runcache) stay free of it
+    from nblib.training import pretraining
 
     preset = get_preset(name)
     if full:
@@ -143,3 +145,21 @@ def lesson_preset(name: str, *, full: bool, seed: int, report_figures: str = "fi
                  "after `make report`.")
     print("\n".join(lines))
     return sitting
+
+
+def setup(name: str, *, full: bool, seed: int, report_figures: str = "figures/comparison.md",
+          changes: dict[str, Any] | None = None) -> tuple[Preset, Any]:
+    """Every lesson's first code cell: the course's figure style (a font with Chinese characters),
+    the lesson's preset (:func:`lesson_preset`, then ``changes``: a lesson's own preset fields, an
+    unknown name raises), its torch threads, and the fixed split cut to the preset, whose sizes it
+    prints. Returns ``(preset, split)``. Introduced in notebook 01_baselines."""
+    # imported here: the cache keys of fine-tuning jobs (nblib.training.runcache) stay free of them
+    from nblib import data
+    from nblib.results.plotting import use_course_style
+
+    use_course_style()
+    preset = lesson_preset(name, full=full, seed=seed, report_figures=report_figures).replace(**(changes or {}))
+    preset.configure_torch()  # the preset's torch threads, part of its recipe (smoke 1, small 2)
+    split = data.split().limit(preset.max_train_reviews, preset.max_eval_reviews)
+    print({part: len(getattr(split, part)) for part in ("train", "val", "test", "ood")})
+    return preset, split

@@ -4,7 +4,7 @@ Label and P(positive) for new reviews from any fine-tuned run folder (ELMo, BERT
 model, TF-IDF): the folder of a run's ``result.json``, e.g. ``runs/small/gpt-pretrained/0``. With
 ``--file`` and a label column (``--label-column``, default ``label``, used when present) it also
 prints accuracy, macro-F1 and per-class recall. Introduced with notebook 06_inside_the_models
-(:func:`nblib.inference.load_classifier`); the README shows it on two hotel reviews.
+(:func:`nblib.training.saved_runs.load_classifier`); the README shows it on two hotel reviews.
 """
 
 from __future__ import annotations
@@ -72,7 +72,10 @@ def run(args: argparse.Namespace) -> dict:
         frame = _read_csv(path, args.column, args.label_column)
         texts += _check_texts(frame[args.column].tolist(), lambda i: f"{path}, line {i + 2}")
 
-    from nblib.inference import LABELS, load_classifier  # torch: only once the input is fine
+    from nblib.training.saved_runs import (  # torch: only once the input is fine
+        LABELS,
+        load_classifier,
+    )
 
     model = load_classifier(args.run_dir)
     labels, probs = model.predict(texts)
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
             for label, prob, text in zip(frame["pred"], frame["prob_positive"], frame[args.column], strict=True):
                 print(f"{label}\t{LABELS[label]}\tP(positive)={prob:.3f}\t{text}")
         if args.label_column in frame.columns:
-            from nblib.classifier import evaluate_predictions
+            from nblib.training.classifier import evaluate_predictions
 
             metrics = evaluate_predictions(frame[args.label_column].astype(int).tolist(), frame["pred"].tolist())
             out["metrics"] = metrics
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from nblib.inference import RunNotLoadableError
+    from nblib.training.saved_runs import RunNotLoadableError
 
     try:
         run(args)

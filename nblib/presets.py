@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 
 # Metadata of the fields that say which runs a lesson makes (seeds, label counts, a learner's sitting),
-# never how one run goes: nblib.runcache leaves them out of a job's key, so a learner's sitting of one
+# never how one run goes: nblib.training.runcache leaves them out of a job's key, so a learner's sitting of one
 # seed finds the very runs `make report` made with three (``Preset.sitting``).
 GRID = {"grid": True}
 SITTING_SUFFIX = "-sitting"  # runs/<preset>-sitting/: a sitting's shorter pretraining and its runs
@@ -93,7 +93,7 @@ class Preset:
     # torch CPU threads (None: torch's default, one per core). Part of the recipe: CPU kernels split
     # their sums by thread, so another count gives other low-order bits (tests/test_determinism.py)
     num_threads: int | None = None
-    # torch threads of each run in a pool of independent runs (a fine-tuning grid: nblib.pool), with
+    # torch threads of each run in a pool of independent runs (a fine-tuning grid: nblib.training.pool), with
     # cores // job_threads workers side by side (None: num_threads, else every core). Part of the recipe like
     # num_threads: a run's numbers depend on it, never on how many workers run beside it.
     job_threads: int | None = None
@@ -124,7 +124,7 @@ class Preset:
 
     @property
     def threads_per_job(self) -> int:
-        """Torch threads of one run of a pooled grid (:mod:`nblib.pool`)."""
+        """Torch threads of one run of a pooled grid (:mod:`nblib.training.pool`)."""
         return self.job_threads or self.num_threads or os.cpu_count() or 1
 
     @property

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-# Nobody watches the tests: one progress line per epoch in the executed notebooks (nblib.progress).
+# Nobody watches the tests: one progress line per epoch in the executed notebooks (nblib.training.progress).
 os.environ.setdefault("NBLIB_PROGRESS", "lines")
 
 

@@ -10,10 +10,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from test_train import synthetic_frames  # noqa: E402
 
-from nblib import classifier, datamodules, records  # noqa: E402
+from nblib.data import datamodules
+from nblib.data.text import CharTokenizer  # noqa: E402
+from nblib.models.static import StaticEmbedding  # noqa: E402
 from nblib.presets import get_preset  # noqa: E402
-from nblib.static import StaticEmbedding  # noqa: E402
-from nblib.text import CharTokenizer  # noqa: E402
+from nblib.results import records
+from nblib.training import classifier  # noqa: E402
 
 torch.set_num_threads(1)
 preset = get_preset("smoke")

@@ -21,8 +21,10 @@ import torch  # noqa: E402
 
 torch.set_num_threads(threads)
 
-from nblib import bert, classifier, datamodules, pretraining, text  # noqa: E402
+from nblib.data import datamodules, text  # noqa: E402
+from nblib.models import bert  # noqa: E402
 from nblib.presets import get_preset  # noqa: E402
+from nblib.training import classifier, finetuning, pretraining  # noqa: E402
 
 
 def digest(state: dict) -> str:
@@ -55,7 +57,7 @@ config = bert.BertConfig.from_preset(preset, tokenizer.vocab_size)
 encoder = bert.BertModel(config)
 encoder.load_state_dict(model.bert.state_dict())
 clf = classifier.SentimentClassifier(encoder, pooling="cls", lr=1e-3)
-_, results = classifier.fit_classifier(clf, dm, lambda b: tokenizer.batch_encode(b, 32), preset,
+_, results = finetuning.fit_classifier(clf, dm, lambda b: tokenizer.batch_encode(b, 32), preset,
                                        f"{runs}/finetune", seed=0, max_epochs=2)
 print(json.dumps({"pretrained": pretrained, "steps": info["steps"], "characters": info["characters"],
                   "finetuned": digest(clf.state_dict()),

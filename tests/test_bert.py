@@ -1,4 +1,4 @@
-"""Tests for nblib.bert: equivalence with Hugging Face, checkpoint loading, masking, NSP, training."""
+"""Tests for nblib.models.bert: equivalence with Hugging Face, checkpoint loading, masking, NSP, training."""
 
 import random
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 from tiny_checkpoints import scramble
 
-from nblib.bert import (
+from nblib.data.text import CharTokenizer
+from nblib.models.bert import (
     IGNORE_INDEX,
     BertConfig,
     BertForPreTraining,
@@ -17,7 +18,6 @@ from nblib.bert import (
     mask_tokens,
     split_in_two,
 )
-from nblib.text import CharTokenizer
 
 transformers = pytest.importorskip("transformers")
 torch.set_num_threads(1)
@@ -445,8 +445,8 @@ def test_trim_pair_cuts_the_longer_side() -> None:
 
 
 def test_an_encoder_pretrained_without_nsp_is_classified_from_the_mean() -> None:
-    from nblib.bert import classification_pooling
-    from nblib.classifier import SentimentClassifier
+    from nblib.models.bert import classification_pooling
+    from nblib.training.classifier import SentimentClassifier
 
     assert classification_pooling(nsp=True) == "cls"  # NSP trained [CLS] and the pooler
     assert classification_pooling(nsp=False) == "mean"  # masked LM / ELECTRA: they stay untrained

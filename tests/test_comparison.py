@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nblib import comparison
+from nblib.results import comparison
 
 N = 400
 LABELS = pd.Series(np.random.default_rng(0).integers(0, 2, N), index=range(1000, 1000 + N))

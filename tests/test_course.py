@@ -6,11 +6,13 @@ import pytest
 import torch
 from test_train import synthetic_frames
 
-from nblib import course, inference, records
+from nblib import course
 from nblib.data import Split
+from nblib.data.text import CharTokenizer
+from nblib.models.static import StaticEmbedding
 from nblib.presets import get_preset
-from nblib.static import StaticEmbedding
-from nblib.text import CharTokenizer
+from nblib.results import records
+from nblib.training import saved_runs
 
 SMOKE = get_preset("smoke")
 
@@ -22,7 +24,7 @@ def tokenizer():
 
 def test_finetune_variant_trains_records_and_saves_a_loadable_run(tokenizer, runs_tmp):
     split = Split(*synthetic_frames(400))
-    collate = inference.TokenCollate(tokenizer, 16)
+    collate = saved_runs.TokenCollate(tokenizer, 16)
     torch.manual_seed(0)
     clf, record = course.finetune_variant(
         StaticEmbedding(tokenizer.vocab_size, 16), model="static", variant="random", preset=SMOKE,
@@ -31,7 +33,7 @@ def test_finetune_variant_trains_records_and_saves_a_loadable_run(tokenizer, run
     assert record["trainable_parameters"] == sum(p.numel() for p in clf.parameters())
     path = records.record_path(SMOKE, "static", "random", 0)
     assert records.load_record(path)["test"] == record["test"]
-    assert inference.load_classifier(path.parent).predict(["房间好"])[0] == [1]
+    assert saved_runs.load_classifier(path.parent).predict(["房间好"])[0] == [1]
     # few labels: its own folder; the learning rate defaults to the preset's choice for the model
     _, small = course.finetune_variant(
         StaticEmbedding(tokenizer.vocab_size, 16), model="gpt", variant="pretrained", preset=SMOKE,
@@ -45,7 +47,7 @@ def test_finetune_variant_trains_records_and_saves_a_loadable_run(tokenizer, run
 
 def test_fit_variant_writes_no_record_and_run_dir_keeps_runs_out_of_the_comparison(tokenizer, runs_tmp, tmp_path):
     split = Split(*synthetic_frames(200))
-    collate = inference.TokenCollate(tokenizer, 16)
+    collate = saved_runs.TokenCollate(tokenizer, 16)
     torch.manual_seed(0)
     _, _, results = course.fit_variant(
         StaticEmbedding(tokenizer.vocab_size, 16), preset=SMOKE, split=split, collate=collate, pooling="mean",

@@ -7,7 +7,8 @@ import sys
 import pandas as pd
 import pytest
 
-from nblib import corpora, data
+from nblib import data
+from nblib.data import corpora
 
 REAL = corpora.CORPORA["hotel"]
 

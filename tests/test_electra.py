@@ -1,14 +1,16 @@
-"""Tests for nblib.electra: the generator/discriminator step, shared embeddings, factorised
-embeddings in nblib.bert, and equivalence with Hugging Face ELECTRA discriminators."""
+"""Tests for nblib.models.electra: the generator/discriminator step, shared embeddings, factorised
+embeddings in nblib.models.bert, and equivalence with Hugging Face ELECTRA discriminators."""
 
 import math
 
 import pytest
 import torch
 
-from nblib import electra
-from nblib.bert import IGNORE_INDEX, BertConfig, BertForPreTraining, BertModel, collate_mlm
-from nblib.electra import (
+from nblib.data.text import CharTokenizer
+from nblib.hub import checkpoints
+from nblib.models import electra
+from nblib.models.bert import IGNORE_INDEX, BertConfig, BertForPreTraining, BertModel, collate_mlm
+from nblib.models.electra import (
     CheckpointMismatchError,
     ElectraConfig,
     ElectraDiscriminator,
@@ -17,7 +19,6 @@ from nblib.electra import (
     sample_replacements,
     share_of_positions_with_a_loss,
 )
-from nblib.text import CharTokenizer
 
 transformers = pytest.importorskip("transformers")
 torch.set_num_threads(1)
@@ -68,7 +69,7 @@ def test_config_refuses_bad_values() -> None:
         BertConfig.tiny(embedding_size=0)
 
 
-# --- factorised embeddings in nblib.bert
+# --- factorised embeddings in nblib.models.bert
 
 
 def test_embedding_size_none_or_equal_is_todays_bert() -> None:
@@ -227,8 +228,9 @@ def test_bf16_autocast_is_finite(tokenizer: CharTokenizer) -> None:
 
 
 def test_runs_under_the_course_pretrainer(tokenizer: CharTokenizer, tmp_path) -> None:
-    from nblib import classifier, datamodules, pretraining
+    from nblib.data import datamodules
     from nblib.presets import get_preset
+    from nblib.training import classifier, pretraining
 
     torch.manual_seed(0)
     model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
@@ -247,7 +249,7 @@ def test_runs_under_the_course_pretrainer(tokenizer: CharTokenizer, tmp_path) ->
 
 
 def test_discriminator_fine_tunes_like_bert(tokenizer: CharTokenizer) -> None:
-    from nblib.classifier import SentimentClassifier
+    from nblib.training.classifier import SentimentClassifier
 
     disc = ElectraDiscriminator(BertConfig.tiny(vocab_size=tokenizer.vocab_size))
     classifier = SentimentClassifier(disc, pooling="cls")
@@ -327,9 +329,9 @@ def test_word_position_type_embeddings_and_their_layer_norm_are_shared(tokenizer
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "layer_norm"):
         assert getattr(disc, name).weight.grad.abs().sum() > 0, name
     # rebuilt from its checkpoint description (pretraining.load_pretrained), still one module
-    from nblib import inference
+    from nblib.training import saved_runs
 
-    rebuilt = inference.build_model(inference.model_spec(model))
+    rebuilt = saved_runs.build_model(saved_runs.model_spec(model))
     rebuilt.load_state_dict(model.state_dict())
     assert rebuilt.generator.bert.embeddings is rebuilt.discriminator.bert.embeddings
     assert rebuilt.config.generator_mask_share == 0.85
@@ -364,8 +366,9 @@ def _lr_trace(tokenizer: CharTokenizer, tmp_path, steps: int = 14,
     preset: warm-up 5 steps), for a tiny ELECTRA."""
     import pytorch_lightning as pl
 
-    from nblib import datamodules, pretraining
+    from nblib.data import datamodules
     from nblib.presets import get_preset
+    from nblib.training import pretraining
 
     class Record(pl.Callback):
         def __init__(self) -> None:
@@ -408,8 +411,8 @@ def test_the_shared_loop_keeps_its_cosine_unless_asked(tokenizer: CharTokenizer,
 
 
 def test_pretraining_clips_the_gradient_norm_at_one(tokenizer: CharTokenizer, tmp_path) -> None:
-    from nblib import pretraining
     from nblib.presets import get_preset
+    from nblib.training import pretraining
 
     model = ElectraForPreTraining(_tiny(tokenizer.vocab_size))
     _, plain = pretraining.pretraining_trainer(model, get_preset("smoke"), tmp_path, max_steps=3)
@@ -426,8 +429,9 @@ def test_clipping_bounds_the_update_of_a_huge_gradient(tokenizer: CharTokenizer,
     in ``.grad`` after the step: Lightning zeroes it before the next backward)."""
     import pytorch_lightning as pl
 
-    from nblib import datamodules, pretraining
+    from nblib.data import datamodules
     from nblib.presets import get_preset
+    from nblib.training import pretraining
 
     class Norms(pl.Callback):
         def __init__(self) -> None:
@@ -704,14 +708,14 @@ def test_pretrained_discriminator_loads_into_a_fresh_encoder(tokenizer: CharToke
 
 
 def test_load_electra_from_a_local_folder(tmp_path) -> None:
-    """The path lesson 07 / ``nblib.finetune`` take with hfl/chinese-electra-180g-small-discriminator,
+    """The path lesson 07 / ``nblib.hub.finetune`` take with hfl/chinese-electra-180g-small-discriminator,
     here with a tiny local checkpoint (never the hub)."""
     hf, _ = _hf_discriminator(seed=2)
     hf.save_pretrained(tmp_path)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set("".join(REVIEWS)))][:50]
     (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
-    tokenizer, ours = electra.load_electra(tmp_path)
+    tokenizer, ours = checkpoints.load_electra(tmp_path)
     ours.eval()
     assert ours.bert.embeddings_project is not None and ours.load_report.missing == []
     encoded = tokenizer(REVIEWS[:2], padding=True, return_tensors="pt")
@@ -728,4 +732,4 @@ def test_load_electra_refuses_a_bert_checkpoint(tmp_path) -> None:
     transformers.BertForPreTraining(config).save_pretrained(tmp_path)
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n", encoding="utf-8")
     with pytest.raises(CheckpointMismatchError, match="'bert' model"):
-        electra.load_electra(tmp_path)
+        checkpoints.load_electra(tmp_path)

@@ -1,4 +1,4 @@
-"""Tests for nblib.elmo: batches, the char-CNN token layer, highway, the biLM's two directions,
+"""Tests for nblib.models.elmo: batches, the char-CNN token layer, highway, the biLM's two directions,
 statelessness, padding, the joint loss, and the encoder protocol."""
 
 import math
@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from nblib.elmo import (
+from nblib.data.text import WORD_SPECIAL_TOKENS, CharTokenizer, Vocabulary, WordTokenizer
+from nblib.models.elmo import (
     BOW_ID,
     EOW_ID,
     BiLM,
@@ -18,7 +19,6 @@ from nblib.elmo import (
     make_collate,
     reversed_positions,
 )
-from nblib.text import WORD_SPECIAL_TOKENS, CharTokenizer, Vocabulary, WordTokenizer
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections:UserWarning")
@@ -323,7 +323,7 @@ def test_a_few_steps_reduce_the_loss(toks, softmax):
 
 
 def test_with_jieba_words_and_the_shared_classifier():
-    from nblib.classifier import SentimentClassifier
+    from nblib.training.classifier import SentimentClassifier
 
     texts = ["房间很干净，服务也很好。", "早餐一般，前台不热情。", "位置不错，下次还来！"]
     word_tok = WordTokenizer.build(texts, min_count=1)

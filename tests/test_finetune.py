@@ -1,5 +1,5 @@
-"""Public checkpoints: finding (nblib.hub), loading (nblib.pretrained), tokenizer gaps and the collate
-(nblib.hf_tokenizer), and fine-tuning from the command line (nblib.finetune).
+"""Public checkpoints: finding (nblib.hub), loading (nblib.hub.checkpoints), tokenizer gaps and the collate
+(nblib.hub.hf_tokenizer), and fine-tuning from the command line (nblib.hub.finetune).
 
 Everything runs on the tiny random checkpoints of tests/tiny_checkpoints.py; nothing touches the
 network (the hub tests point at an unreachable local port or set HF_HUB_OFFLINE).
@@ -18,8 +18,10 @@ import pytest
 import torch
 from tiny_checkpoints import make_tiny_checkpoints, make_tiny_electra
 
-from nblib import finetune, hf_tokenizer, hub, pretrained, records
-from nblib.bert import CheckpointMismatchError
+from nblib import hub
+from nblib.hub import checkpoints, finetune, hf_tokenizer
+from nblib.models.bert import CheckpointMismatchError
+from nblib.results import records
 
 transformers = pytest.importorskip("transformers")
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +63,7 @@ def _run_module(args, env_changes, tmp_path, timeout=60):
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), **env_changes}
     env.pop("HF_HUB_CACHE", None)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "nblib.finetune", *args], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "nblib.hub.finetune", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
     return proc, time.perf_counter() - start
 
@@ -180,7 +182,7 @@ def test_local_paths_that_are_not_checkpoints(tmp_path, tiny):
     with pytest.raises(hub.CheckpointNotFoundError, match="holds no tokenizer"):
         hub.resolve_checkpoint(tmp_path)
     with pytest.raises(CheckpointMismatchError, match="'gpt2'"):
-        pretrained.load_bert(tiny[1])
+        checkpoints.load_bert(tiny[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ def test_local_paths_that_are_not_checkpoints(tmp_path, tiny):
 
 
 def test_loaded_models_match_transformers(tiny):
-    tokenizer, bert = pretrained.load_bert(tiny[0])
+    tokenizer, bert = checkpoints.load_bert(tiny[0])
     batch = hf_tokenizer.HFCollate(tokenizer, 32)(["房间很干净,服务也好", "差"])
     real = batch["attention_mask"]
     hf = transformers.BertForPreTraining.from_pretrained(tiny[0]).eval()
@@ -199,7 +201,7 @@ def test_loaded_models_match_transformers(tiny):
     for a, b in zip(ref.hidden_states, ours, strict=True):
         assert (a[real] - b[real]).abs().max() < 1e-5
 
-    gpt_tokenizer, gpt = pretrained.load_gpt2(tiny[1])
+    gpt_tokenizer, gpt = checkpoints.load_gpt2(tiny[1])
     enc = gpt_tokenizer(["房间很干净,服务也好", "差"], padding=True, return_tensors="pt")
     real = enc["attention_mask"].bool()
     hf_gpt = transformers.GPT2LMHeadModel.from_pretrained(tiny[1]).eval()
@@ -211,7 +213,7 @@ def test_loaded_models_match_transformers(tiny):
 
 
 def test_normalisation_reduces_unk(tiny):
-    tokenizer, _ = pretrained.load_bert(tiny[0])
+    tokenizer, _ = checkpoints.load_bert(tiny[0])
     table = hf_tokenizer.normalization_table(tokenizer.get_vocab())
     before = hf_tokenizer.count_unk(GAPPY, tokenizer)
     after = hf_tokenizer.count_unk([t.translate(table) for t in GAPPY], tokenizer)
@@ -223,7 +225,7 @@ def test_normalisation_reduces_unk(tiny):
 
 
 def test_hf_collate_batches(tiny):
-    tokenizer, _ = pretrained.load_bert(tiny[0])
+    tokenizer, _ = checkpoints.load_bert(tiny[0])
     collate = hf_tokenizer.HFCollate(tokenizer, max_length=8, table=hf_tokenizer.DEFAULT_TABLE)
     batch = collate(["房间很干净服务也很好早餐不错", "差", "“OK”"])
     assert batch["input_ids"].shape == (3, 8) and batch["attention_mask"].dtype == torch.bool
@@ -242,8 +244,8 @@ def test_cli_fine_tunes_an_electra_discriminator(tiny, csvs, tmp_path, runs_tmp)
     assert finetune.main(_cli_args(electra_dir, csvs, out)) == 0
     record = records.load_record(out / "result.json")
     assert record["model"] == "chinese-electra" and record["variant"] == "pretrained"
-    _, model, kind = pretrained.load_encoder(electra_dir)
+    _, model, kind = checkpoints.load_encoder(electra_dir)
     assert kind == "electra" and model.config.embedding_size == 16
     # a GPT-2 folder is refused by name
     with pytest.raises(CheckpointMismatchError, match="gpt2"):
-        pretrained.load_encoder(tiny[1])
+        checkpoints.load_encoder(tiny[1])

@@ -1,4 +1,4 @@
-"""Tests for nblib.gpt: the causal mask, equivalence with Hugging Face GPT-2, checkpoint loading,
+"""Tests for nblib.models.gpt: the causal mask, equivalence with Hugging Face GPT-2, checkpoint loading,
 generation with and without the key/value cache, padding, the LM loss and pretraining."""
 
 import json
@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nblib.gpt import GPT, GPTConfig, collate_causal_lm, filter_logits
-from nblib.hf_io import CheckpointMismatchError
-from nblib.text import CharTokenizer
+from nblib.data.text import CharTokenizer
+from nblib.models.gpt import GPT, GPTConfig, collate_causal_lm, filter_logits
+from nblib.models.hf_io import CheckpointMismatchError
 
 torch.set_num_threads(1)
 
@@ -428,7 +428,7 @@ def test_generate_refuses_right_padded_prompts() -> None:
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_works_as_the_classifier_encoder_with_auxiliary_lm_loss() -> None:
-    from nblib.classifier import SentimentClassifier, last_real_token
+    from nblib.training.classifier import SentimentClassifier, last_real_token
 
     model = _model()
     clf = SentimentClassifier(model, pooling="last", lm_loss_weight=0.5, dropout=0.0).eval()

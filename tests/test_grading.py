@@ -570,16 +570,16 @@ if os.path.exists("stash.txt"):
     os._exit(7)'''
     # hole 1: the exercise is the library's function, or wraps it (and retries if stopped)
     returns_library = '''import functools
-from nblib.text import truncate
+from nblib.data.text import truncate
 truncate_head_tail = functools.partial(truncate, strategy="head+tail", head_fraction=0.5)'''
     wraps_library = '''def truncate_head_tail(ids, max_len):
-    from nblib import text
+    from nblib.data import text
     try:
         return text.truncate(ids, max_len, "head+tail", 0.5)
     except BaseException:
         return text.truncate(ids, max_len, "head+tail", 0.5)'''
     switches_guard_off = '''import sys
-from nblib.text import truncate
+from nblib.data.text import truncate
 
 def truncate_head_tail(ids, max_len):
     sys.setprofile(None)  # the reference guard is a profiler hook
@@ -745,7 +745,7 @@ def test_hole_10_no_nested_user_namespace_and_no_sys(battery):
 
 @pytest.mark.slow
 def test_hole_1_returning_or_wrapping_the_library_earns_nothing(battery):
-    """oscar's exercise *is* nblib.text.truncate (a partial); olga's calls it (and retries when
+    """oscar's exercise *is* nblib.data.text.truncate (a partial); olga's calls it (and retries when
     stopped); otto's switches the guard off first. All scored 2/2 on T1. alice's notebook uses the library after the exercise, as
     lessons do, and keeps full marks with status ok."""
     g, feedback = battery["grades"], battery["feedback"]

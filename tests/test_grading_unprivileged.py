@@ -154,7 +154,7 @@ def hostile_class(subs: Path, course: Path) -> None:
                          "raise RuntimeError(f\"userns={done.returncode} sys={os.path.exists('/sys/kernel')}\")",
                          at=3),
         "oscar": with_exercise(solution(), "T1-truncate", "import functools\n"
-                               "from nblib.text import truncate\ntruncate_head_tail = functools.partial("
+                               "from nblib.data.text import truncate\ntruncate_head_tail = functools.partial("
                                "truncate, strategy='head+tail', head_fraction=0.5)"),
     }
     for student, nb in notebooks.items():

@@ -1,4 +1,4 @@
-"""nblib.hf_io: weight files (sharded too), config reading, and one key-mapping loader for any family."""
+"""nblib.models.hf_io: weight files (sharded too), config reading, and one key-mapping loader for any family."""
 
 import json
 from dataclasses import dataclass
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from nblib.hf_io import (
+from nblib.models.hf_io import (
     CheckpointMismatchError,
     KeyMap,
     activation_from_hf,

@@ -1,4 +1,4 @@
-"""Saved classifiers (nblib.inference) and the predict command (nblib.predict)."""
+"""Saved classifiers (nblib.training.saved_runs) and the predict command (nblib.predict)."""
 
 import functools
 
@@ -10,12 +10,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from test_train import synthetic_frames
 
-from nblib import bert, elmo, gpt, inference, predict
-from nblib.classifier import SentimentClassifier, fit_classifier
-from nblib.datamodules import ClassificationDataModule
+from nblib import predict
+from nblib.data.datamodules import ClassificationDataModule
+from nblib.data.text import CharTokenizer, WordTokenizer
+from nblib.models import bert, elmo, gpt
+from nblib.models.static import StaticEmbedding
 from nblib.presets import get_preset
-from nblib.static import StaticEmbedding
-from nblib.text import CharTokenizer, WordTokenizer
+from nblib.training import saved_runs
+from nblib.training.classifier import SentimentClassifier
+from nblib.training.finetuning import fit_classifier
 
 SMOKE = get_preset("smoke")
 TEXTS = ["房间好早餐好", "服务差前台差", "位置好", "设施差"]
@@ -31,7 +34,7 @@ def trained_run(tokenizer, tmp_path_factory):
     """A static-embedding classifier fine-tuned on a learnable task, saved by fit_classifier."""
     run_dir = tmp_path_factory.mktemp("runs") / "static-baseline" / "0"
     tr, va, te = synthetic_frames(400)
-    collate = inference.TokenCollate(tokenizer, 16)
+    collate = saved_runs.TokenCollate(tokenizer, 16)
     torch.manual_seed(0)
     model = SentimentClassifier(StaticEmbedding(tokenizer.vocab_size, 16), "mean", lr=3e-2)
     _, results = fit_classifier(model, ClassificationDataModule(tr, va, te, collate, batch_size=16),
@@ -43,7 +46,7 @@ def trained_run(tokenizer, tmp_path_factory):
 def test_fit_classifier_saves_what_load_classifier_needs(trained_run):
     run_dir, model, collate, te = trained_run
     assert (run_dir / "classifier.json").is_file() and (run_dir / "tokenizer.json").is_file()
-    loaded = inference.load_classifier(run_dir)
+    loaded = saved_runs.load_classifier(run_dir)
     texts = te["text"].tolist()
     labels, probs = loaded.predict(texts)
     model.eval()
@@ -59,8 +62,8 @@ def _round_trip(model: SentimentClassifier, collate, tmp_path) -> None:
     with torch.no_grad():
         for p in model.head.parameters():
             p.normal_()  # a head that is not at its init: the weights must come back
-    assert inference.save_classifier(tmp_path, model, collate) is not None
-    loaded = inference.load_classifier(tmp_path)
+    assert saved_runs.save_classifier(tmp_path, model, collate) is not None
+    loaded = saved_runs.load_classifier(tmp_path)
     model.eval()
     with torch.no_grad():
         expected = torch.softmax(model(collate(TEXTS)).float(), -1)[:, 1]
@@ -77,7 +80,7 @@ def test_bert_and_gpt_classifiers_round_trip(family, tokenizer, tmp_path):
         encoder = gpt.GPT(gpt.GPTConfig.tiny(tokenizer.vocab_size))
         model = SentimentClassifier(encoder, "last", lm_loss_weight=0.5)
     _round_trip(model, functools.partial(tokenizer.batch_encode, max_len=12, truncation="tail"), tmp_path)
-    saved = inference.load_classifier(tmp_path)
+    saved = saved_runs.load_classifier(tmp_path)
     assert saved.collate.max_len == 12 and saved.collate.truncation == "tail"
 
 
@@ -92,19 +95,19 @@ def test_elmo_classifier_round_trips(tmp_path):
 
 def test_a_plain_function_collate_leaves_the_run_unloadable_and_says_why(tokenizer, tmp_path):
     model = SentimentClassifier(StaticEmbedding(tokenizer.vocab_size, 8), "mean")
-    assert inference.save_classifier(tmp_path, model, lambda texts: tokenizer.batch_encode(texts, 8)) is None
+    assert saved_runs.save_classifier(tmp_path, model, lambda texts: tokenizer.batch_encode(texts, 8)) is None
     (tmp_path / "result.json").write_text("{}")
-    with pytest.raises(inference.RunNotLoadableError, match="results record but no saved classifier"):
-        inference.load_classifier(tmp_path)
-    with pytest.raises(inference.RunNotLoadableError, match="no such run folder"):
-        inference.load_classifier(tmp_path / "nope")
+    with pytest.raises(saved_runs.RunNotLoadableError, match="results record but no saved classifier"):
+        saved_runs.load_classifier(tmp_path)
+    with pytest.raises(saved_runs.RunNotLoadableError, match="no such run folder"):
+        saved_runs.load_classifier(tmp_path / "nope")
 
 
 def test_tfidf_pipelines_are_saved_and_loaded(tmp_path):
     tr, _, te = synthetic_frames(200)
     pipe = make_pipeline(TfidfVectorizer(analyzer="char"), LogisticRegression()).fit(tr["text"], tr["label"])
-    inference.save_sklearn(tmp_path, pipe)
-    labels, probs = inference.load_classifier(tmp_path).predict(te["text"].tolist())
+    saved_runs.save_sklearn(tmp_path, pipe)
+    labels, probs = saved_runs.load_classifier(tmp_path).predict(te["text"].tolist())
     assert labels == pipe.predict(te["text"]).tolist()
     torch.testing.assert_close(torch.tensor(probs, dtype=torch.float64), torch.tensor(pipe.predict_proba(te["text"])[:, 1]))
 
@@ -144,13 +147,13 @@ def test_predict_command_errors_are_clear(trained_run, tmp_path, capsys):
 
 
 def test_model_specs_rebuild_every_family_with_nested_configs():
-    from nblib import electra
+    from nblib.models import electra
 
     models = [electra.ElectraForPreTraining(electra.ElectraConfig(bert.BertConfig.tiny(vocab_size=50))),
               gpt.GPT(gpt.GPTConfig.tiny(30)), elmo.BiLM(elmo.ElmoConfig.tiny(30, 40)),
               bert.BertForPreTraining(bert.BertConfig.tiny(vocab_size=50, pre_ln=True))]
     for model in models:
-        rebuilt = inference.build_model(inference.model_spec(model))
+        rebuilt = saved_runs.build_model(saved_runs.model_spec(model))
         assert type(rebuilt) is type(model) and rebuilt.config == model.config
         assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
             k: v.shape for k, v in model.state_dict().items()}

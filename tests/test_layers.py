@@ -1,10 +1,10 @@
-"""Tests for nblib.layers: attention masks, the fast path, pre/post-LN blocks, the KV cache."""
+"""Tests for nblib.models.layers: attention masks, the fast path, pre/post-LN blocks, the KV cache."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from nblib.layers import (
+from nblib.models.layers import (
     FeedForward,
     KVCache,
     MultiHeadAttention,

@@ -15,8 +15,8 @@ import nbformat
 import papermill
 import pytest
 
-from nblib import comparison, report
 from nblib.presets import get_preset
+from nblib.results import comparison, report
 
 NOTEBOOKS = report.lesson_notebooks()
 BY_STEM = {nb.stem: nb for nb in NOTEBOOKS}

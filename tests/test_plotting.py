@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from nblib import plotting  # noqa: E402
+from nblib.results import plotting  # noqa: E402
 
 REVIEW = "早餐不好，服务不到位"
 

@@ -1,4 +1,4 @@
-"""The pool of worker processes (nblib.pool): a job's result does not depend on where it runs.
+"""The pool of worker processes (nblib.training.pool): a job's result does not depend on where it runs.
 
 A smoke grid of fine-tuning runs (two seeds × two label counts) runs in this process (1 worker), on 2
 loky worker processes and on a local Dask cluster; the records (times aside) and the fine-tuned weights
@@ -15,10 +15,12 @@ import cloudpickle
 import pytest
 import torch
 
-from nblib import course, data, datamodules, inference, pool, text
+from nblib import course, data
+from nblib.data import datamodules, text
+from nblib.models.static import StaticEmbedding
 from nblib.presets import get_preset
-from nblib.records import without_times
-from nblib.static import StaticEmbedding
+from nblib.results.records import without_times
+from nblib.training import pool, saved_runs
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
 
@@ -30,7 +32,7 @@ def finetune_static(seed: int, n_labels: int, run_root: str) -> tuple[dict, str,
     preset = get_preset("smoke")
     split = data.split().limit(preset.max_train_reviews, preset.max_eval_reviews)
     tokenizer = text.CharTokenizer.build(split.train["text"].tolist(), min_count=1)
-    collate = inference.TokenCollate(tokenizer, preset.max_len)
+    collate = saved_runs.TokenCollate(tokenizer, preset.max_len)
     torch.manual_seed(seed)
     encoder = StaticEmbedding(tokenizer.vocab_size, 16)
     clf, record = course.finetune_variant(

@@ -45,7 +45,7 @@ def test_ablation_seeds_default_to_the_main_seeds():
 
 
 def test_pretraining_configs_take_the_preset_dropout_and_keep_the_shapes():
-    from nblib import bert, elmo, gpt
+    from nblib.models import bert, elmo, gpt
 
     small = get_preset("small").replace(pretrain_dropout=0.05)
     b = bert.BertConfig.from_preset(small, 100, pretraining=True)

@@ -6,8 +6,9 @@ import torch
 from test_train import toy_datamodule
 from torch import nn
 
-from nblib import bert, layers, pretraining
+from nblib.models import bert, layers
 from nblib.presets import get_preset
+from nblib.training import pretraining
 
 PRESET = get_preset("smoke").replace(pretrain_chars=16 * 4 * 12, pretrain_seq_len=4, pretrain_batch_size=16,
                                      pretrain_lr=3e-2, warmup_steps=2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nblib import comparison, plotting
+from nblib.results import comparison, plotting
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPARISON = ROOT / "figures" / "comparison.md"
@@ -21,7 +21,7 @@ def test_readme_results_block_equals_the_comparison_file():
     md = COMPARISON.read_text(encoding="utf-8")
     assert comparison.readme_results(readme) == comparison.readme_block(md), (
         "the README's results block differs from figures/comparison.md: run `make report` "
-        "(or python -m nblib.report readme) instead of editing either by hand")
+        "(or python -m nblib.results.report readme) instead of editing either by hand")
 
 
 def test_every_figure_comes_from_the_comparisons_run():

@@ -4,10 +4,10 @@ import re
 import nbformat
 import pytest
 
-from nblib import comparison, report
-from nblib.classifier import score_predictions
 from nblib.presets import get_preset
-from nblib.records import RecordError, make_record, write_record
+from nblib.results import comparison, report
+from nblib.results.records import RecordError, make_record, write_record
+from nblib.training.classifier import score_predictions
 
 SMOKE = get_preset("smoke")
 
@@ -166,11 +166,11 @@ def test_the_comparison_reads_labels_from_the_records_and_refuses_records_withou
 
 
 def test_reading_records_imports_no_deep_learning_code():
-    """records and report read JSON without torch or Lightning: `import nblib.report` stays quick."""
+    """records and report read JSON without torch or Lightning: `import nblib.results.report` stays quick."""
     import subprocess
     import sys
 
-    code = ("import sys, nblib.records, nblib.report, nblib.comparison; "
+    code = ("import sys, nblib.results.records, nblib.results.report, nblib.results.comparison; "
             "heavy = {'torch', 'pytorch_lightning', 'torchmetrics', 'nblib.data'} & set(sys.modules); "
             "assert not heavy, heavy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -180,7 +180,7 @@ def test_reading_records_imports_no_deep_learning_code():
 def test_git_revision_is_dirty_for_code_but_not_for_a_runs_own_outputs(tmp_path):
     import subprocess
 
-    from nblib.records import git_revision
+    from nblib.results.records import git_revision
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

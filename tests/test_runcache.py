@@ -1,4 +1,4 @@
-"""The content-addressed cache of runs (nblib.runcache, used by nblib.pool.run_jobs).
+"""The content-addressed cache of runs (nblib.training.runcache, used by nblib.training.pool.run_jobs).
 
 A job is rerun only when something that fixes its result changed: its code, a value it reads, an
 argument, its threads, or the source of a library module it reaches; a change to one model family's file
@@ -12,7 +12,8 @@ import types
 import pandas as pd
 import torch
 
-from nblib import bert, elmo, gpt, pool, runcache
+from nblib.models import bert, elmo, gpt
+from nblib.training import pool, runcache
 
 # What the job below really ran (in this process: one worker). Kept in a module object, which a key
 # names but does not read: the list itself changes with every call.
@@ -78,18 +79,18 @@ def test_a_change_to_one_model_file_reruns_that_family_alone():
     before = {name: runcache.job_key(job, {"seed": 0}, 1) for name, job in families.items()}
     assert len(set(before.values())) == 3
     modules = {name: runcache.job_modules(job, {"seed": 0}) for name, job in families.items()}
-    assert "nblib.layers" in modules["bert"] and "nblib.layers" in modules["gpt"]  # the shared block
-    assert "nblib.elmo" not in modules["bert"] and "nblib.gpt" not in modules["bert"]
+    assert "nblib.models.layers" in modules["bert"] and "nblib.models.layers" in modules["gpt"]  # the shared block
+    assert "nblib.models.elmo" not in modules["bert"] and "nblib.models.gpt" not in modules["bert"]
 
     def gpt_file_changed(name: str) -> bytes:
-        return runcache._source_bytes(name) + (b"\n# a change\n" if name == "nblib.gpt" else b"")
+        return runcache._source_bytes(name) + (b"\n# a change\n" if name == "nblib.models.gpt" else b"")
 
     after = {name: runcache.job_key(job, {"seed": 0}, 1, source_of=gpt_file_changed)
              for name, job in families.items()}
     assert [name for name in families if after[name] != before[name]] == ["gpt"]
 
     def layers_changed(name: str) -> bytes:
-        return runcache._source_bytes(name) + (b"\n# a change\n" if name == "nblib.layers" else b"")
+        return runcache._source_bytes(name) + (b"\n# a change\n" if name == "nblib.models.layers" else b"")
 
     shared = {name: runcache.job_key(job, {"seed": 0}, 1, source_of=layers_changed)
               for name, job in families.items()}

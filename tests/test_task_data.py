@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from nblib import corpora, task_data
+from nblib.data import corpora, task_data
 
 
 @pytest.fixture(scope="module")

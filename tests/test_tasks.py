@@ -5,10 +5,13 @@ import random
 import pytest
 import torch
 
-from nblib import bert, pairs, spans, tagging, tasks, text
-from nblib.electra import ElectraDiscriminator
+from nblib import tasks
+from nblib.data import text
+from nblib.data.task_data import BIO_TAGS, QAExample, TaggedSentence
+from nblib.models import bert
+from nblib.models.electra import ElectraDiscriminator
 from nblib.presets import get_preset
-from nblib.task_data import BIO_TAGS, QAExample, TaggedSentence
+from nblib.tasks import pairs, spans, tagging
 
 CHARS = "北京上海是中国的首都城市大学我在工作小明和华去了公司"
 

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nblib.text import SPECIAL_TOKENS, CharTokenizer, WordTokenizer, pad_batch, truncate
+from nblib.data.text import SPECIAL_TOKENS, CharTokenizer, WordTokenizer, pad_batch, truncate
 
 ids_lists = st.lists(st.integers(0, 10_000), max_size=300)
 strategies = st.sampled_from(["head", "tail", "head+tail"])

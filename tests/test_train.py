@@ -10,10 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from nblib import classifier, datamodules, pretraining, records
+from nblib.data import datamodules
+from nblib.data.text import CharTokenizer
+from nblib.models.static import StaticEmbedding
 from nblib.presets import get_preset
-from nblib.static import StaticEmbedding
-from nblib.text import CharTokenizer
+from nblib.results import records
+from nblib.training import classifier, finetuning, pretraining
 
 SMOKE = get_preset("smoke")
 
@@ -67,7 +69,7 @@ def test_classifier_learns_a_learnable_task_and_records_it(tokenizer, runs_tmp):
     dm = datamodules.ClassificationDataModule(tr, va, te, collate, batch_size=16)
     encoder = StaticEmbedding(tokenizer.vocab_size, 16)
     model = classifier.SentimentClassifier(encoder, "mean", lr=3e-2)
-    trainer, results = classifier.fit_classifier(model, dm, collate, SMOKE, runs_tmp / "synthetic", max_epochs=4)
+    trainer, results = finetuning.fit_classifier(model, dm, collate, SMOKE, runs_tmp / "synthetic", max_epochs=4)
     assert results["test"]["accuracy"] > 0.9, results["test"]
     assert set(results["test"]["recall"]) == {"0", "1"}
     assert results["inference_reviews_per_s"] > 0 and results["finetuning"]["best_checkpoint"]
@@ -266,7 +268,8 @@ def test_pretraining_checkpoints_describe_model_tokenizer_and_collate(runs_tmp):
     the collate settings; a changed vocabulary or collate setting is a changed cache key."""
     import functools
 
-    from nblib import gpt, inference
+    from nblib.models import gpt
+    from nblib.training import saved_runs
 
     texts = ["房间很干净服务也好", "早餐一般前台不热情", "位置不错下次还来"] * 20
     preset = SMOKE.replace(pretrain_chars=400, pretrain_batch_size=8)
@@ -281,13 +284,13 @@ def test_pretraining_checkpoints_describe_model_tokenizer_and_collate(runs_tmp):
     tok = CharTokenizer.build(texts, min_count=1)
     model, info = run(tok)
     assert info["settings"]["collate"]["max_len"] == 16
-    assert info["settings"]["collate"]["function"] == "nblib.gpt.collate_causal_lm"
+    assert info["settings"]["collate"]["function"] == "nblib.models.gpt.collate_causal_lm"
     assert info["settings"]["collate"]["tokenizer"]["size"] == tok.vocab_size
     loaded, saved = pretraining.load_pretrained(preset, "toy-gpt")
     assert type(loaded) is gpt.GPT and loaded.config == model.config
     for name, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], value)
-    back = inference.tokenizer_from_vocabulary(saved["tokenizers"]["tokenizer"])
+    back = saved_runs.tokenizer_from_vocabulary(saved["tokenizers"]["tokenizer"])
     assert back.id_to_token == tok.id_to_token
     assert run(tok)[1]["cached"]
     assert not run(tok, max_len=12)[1]["cached"]  # another collate setting retrains
@@ -313,7 +316,7 @@ def test_ddp_on_cpu_two_processes_one_record(tmp_path):
 
 
 def test_character_budget_is_exact_and_counts_what_the_model_reads() -> None:
-    from nblib.datamodules import LanguageModelDataModule
+    from nblib.data.datamodules import LanguageModelDataModule
 
     rng = np.random.default_rng(0)
     texts = ["字" * int(n) for n in rng.integers(1, 40, size=203)]

@@ -1,13 +1,14 @@
-"""nblib.zero_shot: the prompt-and-label-words scorer, with the course's tokenizer (lesson 04) and a
+"""nblib.tasks.zero_shot: the prompt-and-label-words scorer, with the course's tokenizer (lesson 04) and a
 Hugging Face one (lesson 07's UER GPT-2, here a tiny random checkpoint)."""
 
 import pytest
 import torch
 from tiny_checkpoints import make_tiny_checkpoints
 
-from nblib import pretrained, zero_shot
-from nblib.gpt import GPT, GPTConfig
-from nblib.text import CharTokenizer
+from nblib.data.text import CharTokenizer
+from nblib.hub import checkpoints
+from nblib.models.gpt import GPT, GPTConfig
+from nblib.tasks import zero_shot
 
 PROMPT = "总之很"
 
@@ -64,7 +65,7 @@ def test_end_sentence_closes_open_reviews_and_keeps_room(course_lm):
 
 def test_hugging_face_tokenizer_scores_do_not_depend_on_padding(tmp_path):
     _, gpt_dir = make_tiny_checkpoints(tmp_path, texts=["房间很干净,服务也好,下次还来", "差", "一般", "。总之很好"])
-    tokenizer, gpt = pretrained.load_gpt2(gpt_dir)
+    tokenizer, gpt = checkpoints.load_gpt2(gpt_dir)
     texts = ["房间很干净,服务也好,下次还来", "差", "一般"]
     args = (gpt, tokenizer)
     together = zero_shot.zero_shot_scores(*args, texts, "。总之很", ["好"], ["差"], max_length=16)

@@ -3,7 +3,7 @@
 import random
 
 from grader import Case, Exercise
-from nblib.text import truncate
+from nblib.data.text import truncate
 
 _rng = random.Random(20261123)
 

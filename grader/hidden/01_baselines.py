@@ -3,7 +3,7 @@
 import torch
 
 from grader import Case, Exercise, close_to
-from nblib.classifier import masked_mean
+from nblib.training.classifier import masked_mean
 
 _g = torch.Generator().manual_seed(20261123)
 

@@ -3,8 +3,8 @@
 import torch
 
 from grader import Case, Exercise, close_to
-from nblib.classifier import ScalarMix
-from nblib.elmo import Highway, reversed_positions
+from nblib.models.elmo import Highway, reversed_positions
+from nblib.training.classifier import ScalarMix
 
 _g = torch.Generator().manual_seed(20261126)
 

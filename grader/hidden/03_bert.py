@@ -3,8 +3,8 @@
 import torch
 
 from grader import Case, Exercise, close_to
-from nblib.bert import BertEmbeddings
-from nblib.layers import MultiHeadAttention, attention, attention_weights
+from nblib.models.bert import BertEmbeddings
+from nblib.models.layers import MultiHeadAttention, attention, attention_weights
 
 _g = torch.Generator().manual_seed(20261125)
 

@@ -3,7 +3,7 @@
 import torch
 
 from grader import Case, Exercise
-from nblib.electra import replace_tokens
+from nblib.models.electra import replace_tokens
 
 _g = torch.Generator().manual_seed(20261203)
 

@@ -3,9 +3,9 @@
 import torch
 
 from grader import Case, Exercise
-from nblib.classifier import last_real_token
-from nblib.gpt import filter_logits
-from nblib.layers import attention_allowed
+from nblib.models.gpt import filter_logits
+from nblib.models.layers import attention_allowed
+from nblib.training.classifier import last_real_token
 
 _g = torch.Generator().manual_seed(20261124)
 

@@ -76,7 +76,7 @@ def solution_notebook() -> nbformat.NotebookNode:
         new_code_cell("fit_line([0.0, 1.0], [1.0, 3.0]).weight"),
         new_markdown_cell("As in every lesson: check your piece against the library's, then use "
                           "the library's."),
-        new_code_cell("from nblib.text import truncate\n\n"
+        new_code_cell("from nblib.data.text import truncate\n\n"
                       "assert truncate_head_tail(list(range(9)), 5) == truncate(list(range(9)), 5, "
                       '"head+tail", 0.5)\n'
                       'print(truncate(list(range(20)), 6, "head+tail", 0.5))'),

@@ -41,7 +41,7 @@ IDS = list(range(100, 137))
 EXERCISES = {
     # The library's truncate(ids, n, "head+tail", 0.5) gives the same answer: calling it from
     # truncate_head_tail during a hidden case earns nothing.
-    "T1-truncate": Exercise(points=2, references=["nblib.text.truncate"], cases=[
+    "T1-truncate": Exercise(points=2, references=["nblib.data.text.truncate"], cases=[
         Case("truncate_head_tail", args=(IDS, 8), expect=_truncate(IDS, 8)),
         Case("truncate_head_tail", args=(IDS[:5], 8), expect=IDS[:5]),
         Case("truncate_head_tail", args=(IDS[:9], 5), expect=_truncate(IDS[:9], 5)),

@@ -1,6 +1,6 @@
 """A content-addressed cache of runs: a job whose inputs have not changed is not run again.
 
-Used by :func:`nblib.pool.run_jobs` (notebook 02_elmo). A job's key is the sha256 of everything that fixes
+Used by :func:`nblib.training.pool.run_jobs` (notebook 02_elmo). A job's key is the sha256 of everything that fixes
 its result:
 
 - its function: the source of a function defined in a lesson, and the *values* of the globals it reads
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from nblib.records import RERUN_MAY_CHANGE, runs_dir
+from nblib.results.records import RERUN_MAY_CHANGE, runs_dir
 
 FRESH_ENV = "NBLIB_FRESH"  # "1": ignore cached runs and pretraining checkpoints (recompute, then overwrite)
 PACKAGE = "nblib"
@@ -77,7 +77,7 @@ def module_level_imports(name: str) -> set[str]:
                 found |= {a.name for a in sub.names if a.name.split(".")[0] == PACKAGE}
             elif isinstance(sub, ast.ImportFrom) and sub.module and sub.module.split(".")[0] == PACKAGE:
                 found.add(sub.module)
-                # `from nblib import elmo` names a module; `from nblib.bert import X` a member
+                # `from nblib import elmo` names a module; `from nblib.models.bert import X` a member
                 found |= {f"{sub.module}.{a.name}" for a in sub.names
                           if f"{sub.module}.{a.name}" in sys.modules}
     return {m for m in found if m in sys.modules and m != PACKAGE}

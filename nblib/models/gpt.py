@@ -2,7 +2,7 @@
 
 Introduced in notebook 04_gpt (the causal mask, the model, causal-LM pretraining, sampling,
 last-token fine-tuning with the auxiliary LM loss); ``GPT.from_hf`` in notebook
-07_pretrained_checkpoints. Modelled on nanoGPT's model.py, built from :mod:`nblib.layers`.
+07_pretrained_checkpoints. Modelled on nanoGPT's model.py, built from :mod:`nblib.models.layers`.
 
 Conventions used throughout:
 - ``attention_mask`` (B, T) bool is True at real tokens. Right padding is the default (the
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nblib.hf_io import (
+from nblib.models.hf_io import (
     HF_ACTIVATIONS,
     KeyMap,
     activation_from_hf,
@@ -33,7 +33,7 @@ from nblib.hf_io import (
     load_hf_weights,
     read_hf_checkpoint,
 )
-from nblib.layers import KVCache, TransformerBlock
+from nblib.models.layers import KVCache, TransformerBlock
 
 Cache = list[KVCache]  # one per block: keys and values, each (B, n_head, T_past, head_dim)
 
@@ -58,7 +58,7 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if self.activation_function not in HF_ACTIVATIONS:  # Hugging Face's names (nblib.hf_io)
+        if self.activation_function not in HF_ACTIVATIONS:  # Hugging Face's names (nblib.models.hf_io)
             raise ValueError(f"unsupported activation_function {self.activation_function!r}; "
                              f"use one of {sorted(HF_ACTIVATIONS)}")
 
@@ -87,7 +87,7 @@ class GPTConfig:
 
     @classmethod
     def from_hf_config(cls, hf: dict[str, Any]) -> GPTConfig:
-        """Read a GPT-2 ``config.json`` (:func:`nblib.hf_io.config_from_hf`: unknown fields are
+        """Read a GPT-2 ``config.json`` (:func:`nblib.models.hf_io.config_from_hf`: unknown fields are
         ignored); settings this model cannot reproduce are an error."""
         if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx", False):
             raise ValueError("only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported")
@@ -186,7 +186,7 @@ class GPT(nn.Module):
                ) -> list[torch.Tensor]:
         """Every layer's hidden states: L+1 tensors (B, T, H); the last is after ``ln_f``.
 
-        The encoder protocol of :class:`nblib.classifier.SentimentClassifier` (pooling ``last``).
+        The encoder protocol of :class:`nblib.training.classifier.SentimentClassifier` (pooling ``last``).
         """
         hidden, _ = self._hidden_states(input_ids, attention_mask)
         return hidden
@@ -327,7 +327,7 @@ class GPT(nn.Module):
 
         Accepts a folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``), a
         weights file (its folder's ``config.json`` is used when ``config`` is None) or a state
-        dict (then ``config`` is required). As for BERT (:mod:`nblib.hf_io`): missing or
+        dict (then ``config`` is required). As for BERT (:mod:`nblib.models.hf_io`): missing or
         unexpected keys raise ``CheckpointMismatchError`` naming them (``strict=False`` loads what
         fits, missing weights keep their random init); a wrong shape always raises and names the
         key; the ``LoadReport`` is kept in ``model.load_report``.
@@ -437,7 +437,7 @@ def hf_key_map(config: GPTConfig) -> dict[str, str | tuple[str, ...]]:
 
 
 def hf_keys(config: GPTConfig) -> KeyMap:
-    """GPT-2's :class:`nblib.hf_io.KeyMap`: the names above, Conv1D weights transposed, the head
+    """GPT-2's :class:`nblib.models.hf_io.KeyMap`: the names above, Conv1D weights transposed, the head
     tied to ``wte``, the causal-mask buffers dropped, and the ``transformer.`` prefix a bare
     ``GPT2Model`` checkpoint lacks."""
     return KeyMap(hf_key_map(config), model_name=f"GPT({config})",

@@ -1,8 +1,8 @@
 """Lesson 08's task corpora as fixed splits: MSRA named entities, OCNLI sentence pairs, CMRC 2018 spans.
 
 Introduced in notebook 08_bert_four_uses (BERT's other three uses: character tagging, sentence
-pairs, answer spans). The files come verified from :func:`nblib.corpora.fetch` (registered in
-:data:`nblib.corpora.TASK_CORPORA`, fetched the first time they are read); the readers here parse
+pairs, answer spans). The files come verified from :func:`nblib.data.corpora.fetch` (registered in
+:data:`nblib.data.corpora.TASK_CORPORA`, fetched the first time they are read); the readers here parse
 them, raise naming the file and line on anything malformed, count what they drop or repair, and cut
 seeded splits pinned by :func:`task_split_checksum`.
 """
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nblib.corpora import DataError, fetch
 from nblib.data import SPLIT_SEED, clean
+from nblib.data.corpora import DataError, fetch
 
 BIO_TYPES = ("PER", "LOC", "ORG")
 BIO_TAGS = ("O", *(f"{p}-{t}" for t in BIO_TYPES for p in "BI"))  # O B-PER I-PER B-LOC I-LOC B-ORG I-ORG

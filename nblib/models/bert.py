@@ -5,7 +5,7 @@ Introduced in notebook 03_bert; loading public checkpoints (``from_hf``) in note
 
 1. ``BertConfig``: the sizes, with Hugging Face's field names.
 2. ``BertEmbeddings``, ``BertModel`` (encoder + tanh pooler), ``BertForPreTraining`` (MLM and
-   NSP heads, ``pretraining_step``), built on ``nblib.layers.TransformerBlock``.
+   NSP heads, ``pretraining_step``), built on ``nblib.models.layers.TransformerBlock``.
 3. Pretraining data as plain functions: ``mask_tokens`` (15%, 80/10/10, whole words),
    ``make_nsp_pairs``, ``collate_mlm`` / ``make_collate``.
 4. Hugging Face weights: ``from_hf`` / ``to_hf`` with an explicit key map.
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # CheckpointMismatchError and LoadReport are re-exported: lessons catch bert.CheckpointMismatchError
-from nblib.hf_io import CheckpointMismatchError as CheckpointMismatchError
-from nblib.hf_io import (
+from nblib.models.hf_io import CheckpointMismatchError as CheckpointMismatchError
+from nblib.models.hf_io import (
     KeyMap,
     LoadReport,
     activation_from_hf,
@@ -37,7 +37,7 @@ from nblib.hf_io import (
     load_hf_weights,
     read_hf_checkpoint,
 )
-from nblib.layers import TransformerBlock
+from nblib.models.layers import TransformerBlock
 
 IGNORE_INDEX = -100  # label of positions that carry no MLM prediction (PyTorch's CE default)
 FIRST_REGULAR_ID = 5  # ids 0..4 are [PAD] [UNK] [CLS] [SEP] [MASK]; random replacements start here
@@ -115,7 +115,7 @@ class BertConfig:
     @classmethod
     def from_hf_config(cls, hf: Mapping[str, Any]) -> BertConfig:
         """From a Hugging Face ``config.json`` dict; unknown fields are ignored
-        (:func:`nblib.hf_io.config_from_hf`). Relative position embeddings, which the course's
+        (:func:`nblib.models.hf_io.config_from_hf`). Relative position embeddings, which the course's
         encoder does not have, are refused rather than loaded as absolute ones."""
         kind = hf.get("position_embedding_type", "absolute")
         if kind != "absolute":
@@ -257,7 +257,7 @@ class BertForPreTraining(nn.Module):
     """BERT with its two pretraining heads: masked LM (tied decoder) and next-sentence prediction.
 
     Introduced in notebook 03_bert. Exposes the encoder protocol (``encode``, ``pool``,
-    ``hidden_size``) so ``nblib.classifier.SentimentClassifier`` can fine-tune it directly.
+    ``hidden_size``) so ``nblib.training.classifier.SentimentClassifier`` can fine-tune it directly.
     """
 
     def __init__(self, config: BertConfig):
@@ -616,7 +616,7 @@ def hf_key_map(config: BertConfig) -> dict[str, str]:
 
 
 def hf_keys(config: BertConfig) -> KeyMap:
-    """BERT's :class:`nblib.hf_io.KeyMap`: the names above, the tied decoder, the dropped buffers,
+    """BERT's :class:`nblib.models.hf_io.KeyMap`: the names above, the tied decoder, the dropped buffers,
     and the ``bert.`` prefix a bare ``BertModel`` checkpoint lacks."""
     return KeyMap(hf_key_map(config), model_name=f"BertForPreTraining({config})", tied=HF_TIED,
                   ignored=HF_IGNORED, prefix="bert.", bare_roots=("embeddings.", "encoder.", "pooler."))
@@ -624,7 +624,7 @@ def hf_keys(config: BertConfig) -> KeyMap:
 
 def load_hf_state_dict(model: BertForPreTraining, state: Mapping[str, Tensor],
                        strict: bool = True) -> LoadReport:
-    """Copy HF-named weights into ``model`` (:func:`nblib.hf_io.load_hf_weights` with BERT's key
+    """Copy HF-named weights into ``model`` (:func:`nblib.models.hf_io.load_hf_weights` with BERT's key
     map). Raises ``CheckpointMismatchError`` naming every missing and unexpected key (when
     ``strict``) and any key whose shape disagrees."""
     return load_hf_weights(model, state, hf_keys(model.config), strict=strict)

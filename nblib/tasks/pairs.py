@@ -1,7 +1,7 @@
 """Sentence pairs (BERT's use 3): ``[CLS] A [SEP] B [SEP]`` with segment ids 0/1, one label per pair.
 
 Introduced in notebook 08_bert_four_uses on OCNLI (entailment / neutral / contradiction). The
-classifier is the course's own :class:`nblib.classifier.SentimentClassifier` with [CLS] pooling and
+classifier is the course's own :class:`nblib.training.classifier.SentimentClassifier` with [CLS] pooling and
 three classes: only the batch changes. Its ``token_type_ids`` reach the encoder's segment
 embeddings, which for single reviews always held 0 and here, for the first time, tell A from B.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from nblib.bert import _trim_pair
-from nblib.classifier import SentimentClassifier, evaluate_predictions
+from nblib.models.bert import _trim_pair
+from nblib.training.classifier import SentimentClassifier, evaluate_predictions
 
 
 def pair_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:

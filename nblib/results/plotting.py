@@ -7,7 +7,7 @@ package (a pip dependency, so it is on every learner's laptop, not only on machi
 with DejaVu Sans behind it for Latin text and symbols.
 
 :func:`save_figure` writes ``figures/<name>.png`` with a stable name and records, in the PNG's text
-metadata, the run that drew it (``NBLIB_RUN_ID``, set by ``python -m nblib.report run``), so a test
+metadata, the run that drew it (``NBLIB_RUN_ID``, set by ``python -m nblib.results.report run``), so a test
 can tell when figures come from different runs.
 
 Introduced in notebook 00_data.
@@ -21,7 +21,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.font_manager as font_manager
 
-from nblib.records import RUN_ID_ENV
+from nblib.results.records import RUN_ID_ENV
 
 CJK_FONT_FILE = "NotoSansCJKsc-Regular.otf"
 CJK_FONT_NAME = "Noto Sans CJK SC"

@@ -2,7 +2,7 @@
 with paired intervals; ``figures/comparison.md`` and the README's results block.
 
 Introduced in notebook 05_compare. Reads results records only (plain dicts; no torch, no corpora:
-each record keeps the true labels of the reviews it scored). :mod:`nblib.report` runs the lessons
+each record keeps the true labels of the reviews it scored). :mod:`nblib.results.report` runs the lessons
 and calls :func:`write_comparison` at the end.
 
 Every pretrained model has a *random-init twin*: the same architecture and fine-tuning, started
@@ -30,7 +30,14 @@ import numpy as np
 import pandas as pd
 
 from nblib.presets import Preset, get_preset
-from nblib.records import REPO_ROOT, RUN_ID_ENV, RecordError, git_revision, load_record, runs_dir
+from nblib.results.records import (
+    REPO_ROOT,
+    RUN_ID_ENV,
+    RecordError,
+    git_revision,
+    load_record,
+    runs_dir,
+)
 
 FIGURES_DIR = REPO_ROOT / "figures"
 # Every model a record may name, in the order the table shows them.
@@ -317,7 +324,7 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
     lines = [
         f"# Comparison — preset `{preset_name}`",
         "",
-        f"Written from the `{preset_name}` results records by `nblib.report` (what `make report` runs) "
+        f"Written from the `{preset_name}` results records by `nblib.results.report` (what `make report` runs) "
         f"on {when}, commit {git_revision()}{wall}; run `{os.environ.get(RUN_ID_ENV, 'table only')}`; "
         f"torch {versions.get('torch', '?')}, {versions.get('threads', '?')} torch thread(s) per fine-tuning run, "
         f"device {versions.get('device', '?')}.",

@@ -1,12 +1,12 @@
-"""Public Chinese checkpoints as nblib models: ``load_bert``, ``load_gpt2``, ``load_encoder``.
+"""Public Chinese checkpoints as nblib models: ``load_bert``, ``load_gpt2``, ``load_electra``, ``load_encoder``.
 
 Introduced in notebook 07_pretrained_checkpoints. A Hugging Face checkpoint (found by
 :func:`nblib.hub.resolve_checkpoint`: a local folder, the cache, then the hub) comes back as its
 tokenizer (Hugging Face's, over the checkpoint's vocab.txt) and nblib's own model filled from its
 weights: ``BertForPreTraining`` for BERT (bert-base-chinese, hfl/chinese-*-wwm-*), ``GPT`` for UER's
 Chinese GPT-2, ``ElectraDiscriminator`` for ELECTRA discriminators. What the tokenizer cannot read
-and how batches are made is :mod:`nblib.hf_tokenizer`'s job; fine-tuning from the command line is
-:mod:`nblib.finetune`'s. Transformers is imported inside the loaders.
+and how batches are made is :mod:`nblib.hub.hf_tokenizer`'s job; fine-tuning from the command line is
+:mod:`nblib.hub.finetune`'s. Transformers is imported inside the loaders.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nblib.bert import BertForPreTraining
-from nblib.gpt import GPT
-from nblib.hf_io import CheckpointMismatchError
 from nblib.hub import resolve_checkpoint
+from nblib.models.bert import BertForPreTraining
+from nblib.models.electra import ElectraDiscriminator
+from nblib.models.gpt import GPT
+from nblib.models.hf_io import CheckpointMismatchError
 
 RECORD_MODEL = "bert-base-chinese"  # the model name results records carry (lesson 05's table)
 # The record's model name by the checkpoint's model_type: a BERT (bert-base-chinese, hfl/*-wwm) or
@@ -76,6 +77,30 @@ def load_gpt2(name_or_path: str | Path) -> tuple[Any, GPT]:
     return tokenizer, GPT.from_hf(folder)
 
 
+def load_electra(name_or_path: str | Path) -> tuple[Any, ElectraDiscriminator]:
+    """(Hugging Face tokenizer, ``ElectraDiscriminator``) from an ELECTRA discriminator checkpoint.
+
+    ``name_or_path``: a local folder (config.json, weights, vocab.txt / tokenizer.json) or a hub
+    name such as ``hfl/chinese-electra-180g-small-discriminator``, found the way
+    :func:`load_bert` finds BERT checkpoints (cache first; offline, an error
+    that gives the download command). A generator checkpoint, another model type, a missing
+    encoder weight or a tokenizer larger than the embedding table raise, naming what is wrong.
+    """
+    from transformers import AutoTokenizer
+
+    folder = resolve_checkpoint(name_or_path)
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")
+    if model_type != "electra":
+        raise CheckpointMismatchError(f"{folder} holds a {model_type!r} model; ElectraDiscriminator loads "
+                                      "model_type 'electra' discriminators (hfl/chinese-electra-*-discriminator)")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = ElectraDiscriminator.from_hf(folder)
+    if len(tokenizer) > model.config.vocab_size:
+        raise ValueError(f"{folder}: the tokenizer has {len(tokenizer)} tokens, the model's embedding "
+                         f"table {model.config.vocab_size} rows")
+    return tokenizer, model
+
+
 def load_encoder(name_or_path: str | Path) -> tuple[Any, Any, str]:
     """(tokenizer, model, model_type) for a BERT or an ELECTRA-discriminator checkpoint.
 
@@ -85,8 +110,6 @@ def load_encoder(name_or_path: str | Path) -> tuple[Any, Any, str]:
     folder = resolve_checkpoint(name_or_path)
     kind = _model_type(folder)
     if kind == "electra":
-        from nblib.electra import load_electra
-
         tokenizer, model = load_electra(folder)
         return tokenizer, model, kind
     tokenizer, model = load_bert(folder)  # raises for anything but model_type 'bert'

@@ -5,7 +5,7 @@ Discriminators Rather Than Generators"). Masked-LM (notebook 03_bert) learns fro
 positions it masks. ELECTRA lets a small *generator* (a masked LM) fill those positions with
 characters sampled from its softmax, and trains the encoder, the *discriminator*, to tell at
 **every** real position whether the character is the original or a replacement. There is no second
-Transformer here: generator and discriminator are both ``nblib.bert.BertModel``.
+Transformer here: generator and discriminator are both ``nblib.models.bert.BertModel``.
 
 Contents, in reading order:
 
@@ -22,14 +22,13 @@ Contents, in reading order:
    ~86/14 imbalance): ``replaced_token_scores`` per batch (``pretraining_step`` returns them) and
    ``replaced_token_metrics`` over held-out batches.
 4. Hugging Face weights: ``ElectraDiscriminator.from_hf`` / ``to_hf`` for ``ElectraForPreTraining``
-   and bare ``ElectraModel`` checkpoints (factorised embeddings included), and ``load_electra``
-   (tokenizer + discriminator from a folder or a hub name, as ``nblib.pretrained.load_bert``).
+   and bare ``ElectraModel`` checkpoints (factorised embeddings included);
+   ``nblib.hub.checkpoints.load_electra`` finds a checkpoint by folder or hub name and loads it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nblib.bert import (
+from nblib.data.text import SPECIAL_TOKENS
+from nblib.models.bert import (
     HF_LAYER_MAP,
     IGNORE_INDEX,
     BertConfig,
@@ -48,7 +48,7 @@ from nblib.bert import (
     MaskedLMHead,
     post_ln_config,
 )
-from nblib.hf_io import (
+from nblib.models.hf_io import (
     CheckpointMismatchError,
     KeyMap,
     LoadReport,
@@ -56,12 +56,11 @@ from nblib.hf_io import (
     load_hf_weights,
     read_hf_checkpoint,
 )
-from nblib.text import SPECIAL_TOKENS
 
-MASK_ID = SPECIAL_TOKENS.index("[MASK]")  # nblib.text's fixed id of [MASK] (4)
+MASK_ID = SPECIAL_TOKENS.index("[MASK]")  # nblib.data.text's fixed id of [MASK] (4)
 # Clark et al.'s optimisation besides the model: after the warm-up the learning rate falls in a straight line
 # to 0 (lr_decay_power 1), and the global gradient norm is clipped at 1. Keyword arguments of
-# nblib.pretraining.pretrain, which lesson 03b passes (the shared loop's defaults are a cosine and no clipping).
+# nblib.training.pretraining.pretrain, which lesson 03b passes (the shared loop's defaults are a cosine and no clipping).
 PUBLISHED_OPTIMISATION = {"lr_decay": "linear", "clip_grad_norm": 1.0}
 
 # ---------------------------------------------------------------------------------------------
@@ -548,7 +547,7 @@ def hf_key_map(config: BertConfig) -> dict[str, str]:
 
 
 def hf_keys(config: BertConfig) -> KeyMap:
-    """ELECTRA's :class:`nblib.hf_io.KeyMap`: the names above, the dropped buffers, and the
+    """ELECTRA's :class:`nblib.models.hf_io.KeyMap`: the names above, the dropped buffers, and the
     ``electra.`` prefix a bare ``ElectraModel`` checkpoint lacks."""
     return KeyMap(hf_key_map(config), model_name=f"ElectraDiscriminator({config})", ignored=HF_IGNORED,
                   prefix="electra.", bare_roots=("embeddings.", "embeddings_project.", "encoder."))
@@ -556,7 +555,7 @@ def hf_keys(config: BertConfig) -> KeyMap:
 
 def load_hf_state_dict(model: ElectraDiscriminator, state: Mapping[str, Tensor],
                        strict: bool = True) -> LoadReport:
-    """Copy HF ELECTRA discriminator weights into ``model`` (:func:`nblib.hf_io.load_hf_weights`
+    """Copy HF ELECTRA discriminator weights into ``model`` (:func:`nblib.models.hf_io.load_hf_weights`
     with ELECTRA's key map).
 
     Raises ``CheckpointMismatchError`` naming every missing and unexpected key (when ``strict``)
@@ -579,29 +578,3 @@ def load_hf_state_dict(model: ElectraDiscriminator, state: Mapping[str, Tensor],
             f"{unexpected}.{hint} Use strict=False to load what fits.",
             LoadReport(missing=missing, unexpected=unexpected))
     return load_hf_weights(model, state, key_map, strict=False)  # shapes are checked there
-
-
-def load_electra(name_or_path: str | Path) -> tuple[Any, ElectraDiscriminator]:
-    """(Hugging Face tokenizer, ``ElectraDiscriminator``) from an ELECTRA discriminator checkpoint.
-
-    ``name_or_path``: a local folder (config.json, weights, vocab.txt / tokenizer.json) or a hub
-    name such as ``hfl/chinese-electra-180g-small-discriminator``, found the way
-    ``nblib.hub.resolve_checkpoint`` finds BERT checkpoints (cache first; offline, an error
-    that gives the download command). A generator checkpoint, another model type, a missing
-    encoder weight or a tokenizer larger than the embedding table raise, naming what is wrong.
-    """
-    from transformers import AutoTokenizer
-
-    from nblib.hub import resolve_checkpoint
-
-    folder = resolve_checkpoint(name_or_path)
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")
-    if model_type != "electra":
-        raise CheckpointMismatchError(f"{folder} holds a {model_type!r} model; ElectraDiscriminator loads "
-                                      "model_type 'electra' discriminators (hfl/chinese-electra-*-discriminator)")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = ElectraDiscriminator.from_hf(folder)
-    if len(tokenizer) > model.config.vocab_size:
-        raise ValueError(f"{folder}: the tokenizer has {len(tokenizer)} tokens, the model's embedding "
-                         f"table {model.config.vocab_size} rows")
-    return tokenizer, model

@@ -1,7 +1,7 @@
 """Lesson 08's shared plumbing for BERT's other three uses: the course encoder, batches, fitting, records.
 
-Introduced in notebook 08_bert_four_uses. The three heads live in :mod:`nblib.tagging` (one label
-per character), :mod:`nblib.pairs` (two sentences, one label) and :mod:`nblib.spans` (a passage and
+Introduced in notebook 08_bert_four_uses. The three heads live in :mod:`nblib.tasks.tagging` (one label
+per character), :mod:`nblib.tasks.pairs` (two sentences, one label) and :mod:`nblib.tasks.spans` (a passage and
 a question, an answer span); this module gives them what they share:
 
 - :class:`CourseEncoder`: lesson 03's pretrained BERT (``runs/<preset>/pretrain/bert.pt``, pretrained
@@ -9,7 +9,7 @@ a question, an answer span); this module gives them what they share:
   Any object with ``encode(input_ids, attention_mask, token_type_ids) -> list[Tensor]`` and
   ``hidden_size`` works as an encoder for the heads (an ELECTRA discriminator, a ``from_hf`` BERT).
 - :class:`TaskDataModule`: any list of examples plus a collate, length-grouped training batches.
-- :func:`fit_task`: the course's trainer (:func:`nblib.classifier.make_trainer`), best epoch restored.
+- :func:`fit_task`: the course's trainer (:func:`nblib.training.classifier.make_trainer`), best epoch restored.
 - :func:`write_task_record`: a results record with a ``task`` field, under ``runs/tasks/<preset>/``
   (not ``runs/<preset>/``, whose records are all hotel-sentiment runs that lesson 05 compares).
 """
@@ -27,11 +27,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nblib import bert, data, text
-from nblib.classifier import make_trainer
-from nblib.datamodules import LanguageModelDataModule, LengthGroupedSampler, length_sorted
+from nblib import data
+from nblib.data import text
+from nblib.data.datamodules import LanguageModelDataModule, LengthGroupedSampler, length_sorted
+from nblib.models import bert
 from nblib.presets import Preset
-from nblib.records import make_record, runs_dir, write_record
+from nblib.results.records import make_record, runs_dir, write_record
+from nblib.training.classifier import make_trainer
 
 LESSON03_RECIPE = {"pre_ln": True, "nsp": False, "whole_word": False}  # lesson 03's parameter defaults
 
@@ -63,7 +65,7 @@ def course_encoder(preset: Preset, seed: int = 0, corpus: Sequence[str] | None =
     """Load lesson 03's pretrained BERT, or pretrain it exactly as lesson 03 does when it is missing.
 
     The checkpoint ``runs/<preset>/pretrain/bert.pt`` describes itself (model config, tokenizer
-    vocabulary: :func:`nblib.pretraining.load_pretrained`); the fine-tuning config is that config
+    vocabulary: :func:`nblib.training.pretraining.load_pretrained`); the fine-tuning config is that config
     with BERT's fine-tuning dropout (0.1), as in lesson 03. When the checkpoint is absent, lesson
     03's pretraining runs here with its default recipe on the same corpus (``corpus`` replaces it in
     tests) and is cached under the same name (seconds in ``smoke``, minutes in ``small``).
@@ -71,7 +73,7 @@ def course_encoder(preset: Preset, seed: int = 0, corpus: Sequence[str] | None =
     """
     import dataclasses
 
-    from nblib import inference, pretraining
+    from nblib.training import pretraining, saved_runs
 
     path = runs_dir() / preset.name / "pretrain" / "bert.pt"
     if pretraining.saved_pretraining(preset, "bert") is None:
@@ -93,7 +95,7 @@ def course_encoder(preset: Preset, seed: int = 0, corpus: Sequence[str] | None =
     model, info = pretraining.load_pretrained(preset, "bert")
     if not isinstance(model, bert.BertForPreTraining) or not info.get("tokenizers"):
         raise RuntimeError(f"{path} is not a BERT checkpoint with its vocabulary; rerun notebooks/03_bert.ipynb")
-    tokenizer = inference.tokenizer_from_vocabulary(next(iter(info["tokenizers"].values())))
+    tokenizer = saved_runs.tokenizer_from_vocabulary(next(iter(info["tokenizers"].values())))
     defaults = bert.BertConfig()
     config = dataclasses.replace(model.config, hidden_dropout_prob=defaults.hidden_dropout_prob,
                                  attention_probs_dropout_prob=defaults.attention_probs_dropout_prob)
@@ -104,7 +106,7 @@ def course_encoder(preset: Preset, seed: int = 0, corpus: Sequence[str] | None =
 class TaskDataModule(pl.LightningDataModule):
     """Examples of any kind for fine-tuning: ``parts`` maps train/val/test to lists, ``collate``
     turns a list of examples into a batch (labels included), ``length`` sizes an example so
-    training batches group similar lengths (:class:`nblib.datamodules.LengthGroupedSampler`)."""
+    training batches group similar lengths (:class:`nblib.data.datamodules.LengthGroupedSampler`)."""
 
     def __init__(self, parts: dict[str, Sequence[Any]], collate: Callable[[list[Any]], dict],
                  batch_size: int = 32, length: Callable[[Any], int] = len,
@@ -167,7 +169,7 @@ def task_record_path(preset: Preset | str, task: str, model: str, variant: str, 
 def write_task_record(*, task: str, model: str, variant: str, preset: Preset, seed: int,
                       train_size: int, parameters: int, val: dict, test: dict, finetuning: dict,
                       pretraining: dict | None, started: float, **extra: Any) -> Path:
-    """One results record for a lesson-08 run, through :mod:`nblib.records` with ``task`` set.
+    """One results record for a lesson-08 run, through :mod:`nblib.results.records` with ``task`` set.
 
     ``val``/``test`` hold the task's metrics; the record format's ``accuracy``, ``macro_f1`` and
     ``recall`` keys must be present (None where the task has no such number)."""
@@ -181,7 +183,7 @@ def write_task_record(*, task: str, model: str, variant: str, preset: Preset, se
 
 def read_task_records(preset: Preset | str, task: str | None = None) -> list[dict]:
     """Every lesson-08 record of ``preset`` (of one ``task`` when given), read back and validated."""
-    from nblib.records import load_record
+    from nblib.results.records import load_record
 
     name = preset if isinstance(preset, str) else preset.name
     root = runs_dir() / "tasks" / name / (task or "")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nblib.text import CharTokenizer, pad_batch
+from nblib.data.text import CharTokenizer, pad_batch
 
 # A review ending in one of these already ends a sentence; lesson 04 closes the others with 。
 SENTENCE_ENDS = "。！？!?.…~～"

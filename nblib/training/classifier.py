@@ -1,4 +1,4 @@
-"""One classifier for every encoder: pooling, the shared optimiser and trainer, fitting, predicting, metrics.
+"""One classifier for every encoder: pooling, the shared optimiser and trainer, predicting, metrics.
 
 Introduced in notebook 01_baselines (:class:`SentimentClassifier` with mean pooling, the trainer,
 the metrics); lesson 02_elmo adds the scalar mix, 04_gpt the last-token pooling.
@@ -24,9 +24,9 @@ import torch
 import torchmetrics
 from torch import nn
 
-from nblib.datamodules import ClassificationDataModule, Collate, length_sorted
+from nblib.data.datamodules import Collate, length_sorted
 from nblib.presets import Preset
-from nblib.progress import interactive, progress_callback, quiet_lightning
+from nblib.training.progress import interactive, progress_callback, quiet_lightning
 
 Pooling = Literal["cls", "last", "mean", "mix"]
 
@@ -212,7 +212,7 @@ def adamw_with_warmup(
     ``decay="linear"``: after the warm-up a straight line from ``lr`` to 0 at the last step (the
     schedule Clark et al. publish for ELECTRA, lesson 03b) instead of the cosine.
     ``adamw_options`` go to ``torch.optim.AdamW`` (``foreach=True`` or ``fused=True``: the same
-    update computed in fewer kernels; :class:`nblib.pretraining.Pretrainer`'s ``adamw``).
+    update computed in fewer kernels; :class:`nblib.training.pretraining.Pretrainer`'s ``adamw``).
     """
     if decay not in LR_DECAYS:
         raise ValueError(f"decay={decay!r}: use one of {LR_DECAYS}")
@@ -264,7 +264,7 @@ def make_trainer(
     """A Lightning trainer set up the same way for every run of the course.
 
     Seeds everything, shows progress (a bar in JupyterLab, one line per epoch under papermill:
-    :mod:`nblib.progress`, which also silences Lightning's known harmless notices), logs CSV under
+    :mod:`nblib.training.progress`, which also silences Lightning's known harmless notices), logs CSV under
     ``run_dir``, keeps the best checkpoint
     by ``monitor`` (validation macro-F1: the model selection of the comparison protocol) and uses
     a GPU when present (``accelerator="auto"``). ``devices=2, strategy="ddp"`` runs data-parallel
@@ -367,44 +367,3 @@ def predict(
             labels[r], probs[r] = label, prob
     seconds = time.perf_counter() - start
     return labels, probs, len(texts) / max(seconds, 1e-9)
-
-
-def fit_classifier(
-    model: SentimentClassifier,
-    datamodule: ClassificationDataModule,
-    collate: Collate,
-    preset: Preset,
-    run_dir: str | Path,
-    *,
-    seed: int = 0,
-    **trainer_kwargs: Any,
-) -> tuple[pl.Trainer, dict]:
-    """Fine-tune, restore the best epoch by validation macro-F1, then score val and test.
-
-    Returns the trainer and a dict with ``finetuning`` (epochs, seconds), ``val`` and ``test``
-    metrics, ``test_long``/``test_short`` (reviews over / up to 128 characters), the test
-    predictions and the inference throughput: the parts of a results record a run measures.
-    """
-    trainer = make_trainer(preset, run_dir, seed=seed, **trainer_kwargs)
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
-    seconds = time.perf_counter() - start
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best:
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        model.load_state_dict(state)
-    if trainer.is_global_zero:  # classifier.json beside the record: load_classifier(run_dir) reads it back
-        from nblib.inference import save_classifier  # it imports this module
-
-        save_classifier(run_dir, model, collate, weights=best or None)
-    out: dict[str, Any] = {"finetuning": {"epochs": trainer.current_epoch, "seconds": round(seconds, 2),
-                                          "best_checkpoint": best}}
-    for name in ("val", "test", "ood"):
-        if name not in datamodule.frames:
-            continue  # no out-of-domain frame given
-        frame = datamodule.frames[name]
-        pred, prob, speed = predict(model, frame["text"].tolist(), collate)
-        out.update(score_predictions(frame, pred, prob, split_name=name))
-        if name == "test":
-            out["inference_reviews_per_s"] = round(speed, 1)
-    return trainer, out

@@ -1,13 +1,13 @@
 """The sentiment task's data: cleaning, the hotel reviews' fixed split, the out-of-domain test, the pretraining text.
 
 Introduced in notebook 00_data, and read by every lesson after it. The files come verified from
-:func:`nblib.corpora.fetch`; here they become clean ``(text, label)`` frames, the fixed stratified
+:func:`nblib.data.corpora.fetch`; here they become clean ``(text, label)`` frames, the fixed stratified
 80/10/10 split of the hotel reviews (:func:`split`), the out-of-domain test of waimai reviews
 (:func:`ood_test`) and the unlabelled pretraining corpus that no evaluation review can leak into
 (:func:`pretraining_corpus`). Tests pin the sha256 of every id list.
 
 ``python -m nblib.data fetch-all`` (``fetch-tasks``: lesson 08's corpora) fetches and verifies the
-files (:func:`nblib.corpora.main`).
+files (:func:`nblib.data.corpora.main`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nblib.corpora import CORPORA, DataError, fetch
+from nblib.data.corpora import CORPORA, DataError, fetch
 
 
 def normalize(text: str) -> str:
@@ -236,6 +236,6 @@ def pretraining_corpus(s: Split | None = None, max_texts: int | None = None, see
 
 
 if __name__ == "__main__":  # the Makefile's and README's `python -m nblib.data fetch-all`
-    from nblib.corpora import main
+    from nblib.data.corpora import main
 
     raise SystemExit(main())

@@ -3,14 +3,14 @@
 Introduced in notebook 07_pretrained_checkpoints. The command line works in the spirit of
 transformers' ``run_glue.py``::
 
-    python -m nblib.finetune --model_name_or_path bert-base-chinese --output_dir out/bbc \\
+    python -m nblib.hub.finetune --model_name_or_path bert-base-chinese --output_dir out/bbc \\
         --max_seq_length 128 --learning_rate 2e-5 --num_train_epochs 2
 
-The checkpoint is loaded by :mod:`nblib.pretrained` (a BERT or an ELECTRA discriminator into nblib's
+The checkpoint is loaded by :mod:`nblib.hub.checkpoints` (a BERT or an ELECTRA discriminator into nblib's
 own BERT encoder) and fine-tuned by the course's ``classifier.SentimentClassifier`` through
-``classifier.fit_classifier``: the same classifier, optimiser schedule, model selection (best
+``finetuning.fit_classifier``: the same classifier, optimiser schedule, model selection (best
 validation macro-F1) and metrics as every model of the course. Only the tokenizer is the
-checkpoint's own (:class:`nblib.hf_tokenizer.HFCollate`). Outputs: run_glue-style
+checkpoint's own (:class:`nblib.hub.hf_tokenizer.HFCollate`). Outputs: run_glue-style
 ``all_results.json`` and a results record ``result.json`` (with ``--add_to_comparison`` also under
 ``runs/<preset>/`` for lesson 05's table).
 
@@ -31,12 +31,12 @@ from typing import Any
 
 import torch
 
-from nblib.bert import BertForPreTraining
-from nblib.hf_io import CheckpointMismatchError
-from nblib.hf_tokenizer import HFCollate, normalization_table
 from nblib.hub import CheckpointNotFoundError
+from nblib.hub.checkpoints import RECORD_MODELS, load_encoder
+from nblib.hub.hf_tokenizer import HFCollate, normalization_table
+from nblib.models.bert import BertForPreTraining
+from nblib.models.hf_io import CheckpointMismatchError
 from nblib.presets import PRESETS
-from nblib.pretrained import RECORD_MODELS, load_encoder
 
 OUTPUTS = ("all_results.json", "result.json", "checkpoints", "logs")  # what a run writes
 
@@ -76,8 +76,9 @@ def fine_tune_bert(
 ) -> tuple[Any, Any, dict]:
     """The course's protocol on a loaded checkpoint: ``SentimentClassifier`` (pooling ``cls``
     through BERT's pooler) + ``fit_classifier``. Returns (classifier, trainer, results)."""
-    from nblib.classifier import SentimentClassifier, fit_classifier
-    from nblib.datamodules import ClassificationDataModule
+    from nblib.data.datamodules import ClassificationDataModule
+    from nblib.training.classifier import SentimentClassifier
+    from nblib.training.finetuning import fit_classifier
 
     train_frame, val_frame, test_frame = frames
     datamodule = ClassificationDataModule(train_frame, val_frame, test_frame, collate, batch_size)
@@ -98,7 +99,7 @@ class FinetuneError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m nblib.finetune",
+        prog="python -m nblib.hub.finetune",
         description="Fine-tune a Hugging Face BERT checkpoint on the hotel reviews (or your CSVs) "
                     "with the course's classifier, and write metrics and a results record.")
     arg = parser.add_argument
@@ -158,7 +159,7 @@ def _frames(args: argparse.Namespace, preset: Any) -> tuple[tuple[Any, Any, Any]
         if frame.empty:
             raise FinetuneError(f"the {name} data is empty")
     if args.max_train_samples is not None:
-        from nblib.datamodules import subsample
+        from nblib.data.datamodules import subsample
 
         frames = (subsample(frames[0], args.max_train_samples, seed=args.seed), *frames[1:])
     return frames, source
@@ -182,8 +183,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     tokenizer, model, kind = load_encoder(args.model_name_or_path)
     # Lightning: imported once the cheap checks have passed
-    from nblib.classifier import count_parameters
-    from nblib.records import make_record, write_record
+    from nblib.results.records import make_record, write_record
+    from nblib.training.classifier import count_parameters
 
     if args.max_seq_length > model.config.max_position_embeddings:
         raise FinetuneError(f"--max_seq_length {args.max_seq_length} exceeds the model's "
@@ -220,7 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from nblib.corpora import DataError
+    from nblib.data.corpora import DataError
 
     try:
         metrics = run(args)

@@ -1,10 +1,10 @@
 """Finding a Hugging Face checkpoint: a local folder, the Hugging Face cache, then the hub.
 
-Introduced in notebook 07_pretrained_checkpoints (``resolve_checkpoint``); ``nblib.pretrained``'s
-loaders and ``nblib.electra.load_electra`` find their checkpoints here. Offline
+Introduced in notebook 07_pretrained_checkpoints (``resolve_checkpoint``); ``nblib.hub.checkpoints``'s
+loaders and ``load_electra`` find their checkpoints here. Offline
 (``HF_HUB_OFFLINE``) nothing touches the network; a checkpoint that cannot be found is a
 :class:`CheckpointNotFoundError` that says how to download it. Reading the weights once found is
-:mod:`nblib.hf_io`'s job.
+:mod:`nblib.models.hf_io`'s job.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nblib.hf_io import WEIGHT_FILES, find_weights, shard_files
+from nblib.models.hf_io import WEIGHT_FILES, find_weights, shard_files
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 HUB_TIMEOUT_S = 10  # seconds to wait for the hub to answer before giving up

@@ -4,7 +4,7 @@ Introduced in notebook 00_data. Everything that reads a corpus goes through :fun
 verifies the sha256 of every byte before a file is used, so a number computed on it is computed on
 the same data on every machine. The registry holds the three sentiment corpora (:data:`CORPORA`:
 hotel reviews, waimai_10k, online_shopping_10_cats) and lesson 08's task corpora
-(:data:`TASK_CORPORA`); reading them is :mod:`nblib.data`'s and :mod:`nblib.task_data`'s job.
+(:data:`TASK_CORPORA`); reading them is :mod:`nblib.data`'s and :mod:`nblib.data.task_data`'s job.
 
 Offline (CI, a train, a firewall), set ``NBLIB_DATA_MIRROR`` to a folder that holds the files
 under their public names: ``fetch`` then copies from there, with the same checksum check.

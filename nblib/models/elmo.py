@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nblib.text import TruncationStrategy, truncate
+from nblib.data.text import TruncationStrategy, truncate
 
 # The character tokenizer's [CLS] and [SEP] ids double as begin/end-of-word marks, as in the
 # original ELMo: a filter can then fire on "a word that starts with 不" or "ends with 店".

@@ -1,7 +1,7 @@
 """Hugging Face checkpoints in and out of nblib's models: one convention for every model family.
 
 Introduced in notebook 07_pretrained_checkpoints (03_bert loads a tiny random checkpoint with it).
-BERT (``nblib.bert``), GPT-2 (``nblib.gpt``) and ELECTRA (``nblib.electra``) all go through here:
+BERT (``nblib.models.bert``), GPT-2 (``nblib.models.gpt``) and ELECTRA (``nblib.models.electra``) all go through here:
 
 - :func:`find_weights` / :func:`read_hf_checkpoint`: the weights file of a folder (safetensors
   first, sharded ``*.index.json`` checkpoints included) and its ``config.json``;
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
-# Hugging Face's activation names -> the names nblib.layers.FeedForward knows (exact GELU or its
+# Hugging Face's activation names -> the names nblib.models.layers.FeedForward knows (exact GELU or its
 # tanh approximation). BERT's "gelu" is exact; GPT-2's "gelu_new" is the tanh one.
 HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                   "gelu_fast": "gelu_tanh"}

@@ -16,7 +16,7 @@ no code change: start a Dask cluster and set ``NBLIB_POOL_BACKEND=dask`` (and
 ``NBLIB_DASK_SCHEDULER=tcp://host:8786``), or ``NBLIB_POOL_BACKEND=ray`` with a Ray cluster
 (``ray.util.joblib``). ``NBLIB_WORKERS`` overrides the number of workers.
 
-A job that already ran with the same inputs is not run again: :mod:`nblib.runcache` keys it by content.
+A job that already ran with the same inputs is not run again: :mod:`nblib.training.runcache` keys it by content.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import joblib
 
-from nblib import runcache
+from nblib.training import runcache
 
 WORKERS_ENV = "NBLIB_WORKERS"  # workers of the pool (default: cores // threads per job)
 BACKEND_ENV = "NBLIB_POOL_BACKEND"  # "loky" (default), "dask" or "ray"
@@ -98,7 +98,7 @@ def run_jobs(
     ``workers`` processes (default :func:`default_workers`), results in the order of ``jobs``.
 
     ``job`` may be a function defined in a notebook: joblib sends it by value (cloudpickle), with the
-    globals it reads. With ``cache`` (the default) a job whose key (:func:`nblib.runcache.job_key`:
+    globals it reads. With ``cache`` (the default) a job whose key (:func:`nblib.training.runcache.job_key`:
     its code, the values it reads, its arguments, its threads, the library modules it reaches) matches
     a finished run is not run again: its result comes from ``runs/cache/`` (``NBLIB_FRESH=1`` ignores
     it). Prints one line as each job finishes (what a papermill run keeps).

@@ -1,8 +1,8 @@
 """The main job's runner: run the lessons with papermill, then have the comparison written.
 
-``python -m nblib.report run --preset small`` (what ``make report`` calls) executes every lesson
+``python -m nblib.results.report run --preset small`` (what ``make report`` calls) executes every lesson
 notebook in order in one preset, keeps the executed copies under ``runs/<preset>/notebooks/``,
-and ends by writing ``figures/comparison.md`` from the results records (:mod:`nblib.comparison`,
+and ends by writing ``figures/comparison.md`` from the results records (:mod:`nblib.results.comparison`,
 which reads records only); ``--resume`` continues an interrupted run (a laptop that slept, a closed
 terminal) where it stopped; ``ablations`` runs the lessons' ablations (``make ablations``).
 """
@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from nblib.comparison import FIGURES_DIR, write_comparison, write_readme_block
 from nblib.presets import PRESETS, get_preset
-from nblib.records import REPO_ROOT, RUN_ID_ENV, RecordError, git_revision, runs_dir
+from nblib.results.comparison import FIGURES_DIR, write_comparison, write_readme_block
+from nblib.results.records import REPO_ROOT, RUN_ID_ENV, RecordError, git_revision, runs_dir
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "nblib"
@@ -70,7 +70,7 @@ def execute_notebook(
 
     check_parameters(notebook, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
-    # nobody watches an executed copy: one progress line per epoch, no bar debris (nblib.progress)
+    # nobody watches an executed copy: one progress line per epoch, no bar debris (nblib.training.progress)
     os.environ.setdefault("NBLIB_PROGRESS", "lines")
     try:
         papermill.execute_notebook(
@@ -182,7 +182,7 @@ def clear_figures() -> None:
     """Remove the main job's figures (``figures/*.png``) before a whole run draws them again, so that every
     figure left is this run's: one a lesson no longer draws does not survive from an older run. The
     ablations' figures (``figures/ablations/``, ``make ablations``) are left alone."""
-    from nblib import comparison
+    from nblib.results import comparison
 
     stale = sorted(comparison.FIGURES_DIR.glob("*.png"))
     for png in stale:
@@ -223,14 +223,14 @@ def run_id(preset_name: str) -> str:
 
 def save_figure(fig, name: str, figures_dir: str | Path = FIGURES_DIR) -> Path:
     """Save ``fig`` as ``<figures_dir>/<name>.png`` with the run id in its metadata
-    (:func:`nblib.plotting.save_figure`; stable names, so reports can link them)."""
-    from nblib.plotting import save_figure as save
+    (:func:`nblib.results.plotting.save_figure`; stable names, so reports can link them)."""
+    from nblib.results.plotting import save_figure as save
 
     return save(fig, name, figures_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nblib.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m nblib.results.report", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute every lesson with papermill, then write the table")
     run.add_argument("--preset", default="small", choices=list(PRESETS))

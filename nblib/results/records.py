@@ -1,8 +1,8 @@
 """Results records and where runs go: one JSON per run, written, read and validated here.
 
 Introduced in notebook 01_baselines (its first records); every later lesson writes through it, and
-lesson 05 and :mod:`nblib.report` read through it. It imports neither torch nor Lightning, so reading
-a record is quick: ``python -c "import nblib.records"`` loads no deep-learning code.
+lesson 05 and :mod:`nblib.results.report` read through it. It imports neither torch nor Lightning, so reading
+a record is quick: ``python -c "import nblib.results.records"`` loads no deep-learning code.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from nblib.presets import Preset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The id of the `make report` run in progress (set by nblib.report): its figures and table carry it.
+# The id of the `make report` run in progress (set by nblib.results.report): its figures and table carry it.
 RUN_ID_ENV = "NBLIB_RUN_ID"
 
 

@@ -25,8 +25,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from nblib.classifier import adamw_with_warmup
-from nblib.task_data import QAExample
+from nblib.data.task_data import QAExample
+from nblib.training.classifier import adamw_with_warmup
 
 # The official script's punctuation list ("……" is one two-character entry: it never matches).
 SP_CHAR = ['-', ':', '_', '*', '^', '/', '\\', '~', '`', '+', '=', '，', '。', '：', '？', '！', '“',

@@ -5,7 +5,7 @@ fine-tuning lesson; ``python -m nblib.predict RUN_DIR TEXT…`` (:mod:`nblib.pre
 load runs with :func:`load_classifier`.
 
 A run folder (``runs/<preset>/<model>-<variant>/<seed>/``, beside ``result.json``) gets
-``classifier.json`` when :func:`nblib.classifier.fit_classifier` finishes: the encoder's class and
+``classifier.json`` when :func:`nblib.training.finetuning.fit_classifier` finishes: the encoder's class and
 config, the classifier's settings (pooling, layer, ...), the collate's settings, and the names of
 the files beside it: the tokenizer(s) and the weights (the best epoch). A collate can be described
 when it is a :class:`TokenCollate` (characters, as BERT, GPT and the static model read them), an
@@ -28,8 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nblib.classifier import SentimentClassifier, predict
-from nblib.text import (
+from nblib.data.text import (
     SPECIAL_TOKENS,
     WORD_SPECIAL_TOKENS,
     CharTokenizer,
@@ -37,6 +36,7 @@ from nblib.text import (
     Vocabulary,
     WordTokenizer,
 )
+from nblib.training.classifier import SentimentClassifier, predict
 
 DESCRIPTION = "classifier.json"  # the file that makes a run folder loadable
 FORMAT = 1
@@ -74,7 +74,9 @@ class ElmoCollate:
     max_chars_per_word: int
 
     def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        from nblib import elmo  # here, not at the top: a BERT or GPT run does not depend on elmo.py
+        from nblib.models import (
+            elmo,  # here, not at the top: a BERT or GPT run does not depend on elmo.py
+        )
 
         return elmo.collate_elmo(texts, self.word_tokenizer, self.char_tokenizer, self.max_words,
                                  self.max_chars_per_word)
@@ -87,7 +89,7 @@ def describable(collate: Any) -> TokenCollate | ElmoCollate | None:
         return collate
     if isinstance(collate, functools.partial) and not collate.args:
         kw = collate.keywords
-        if getattr(collate.func, "__module__", None) == "nblib.elmo" and collate.func.__name__ == "collate_elmo":
+        if getattr(collate.func, "__module__", None) == "nblib.models.elmo" and collate.func.__name__ == "collate_elmo":
             try:
                 return ElmoCollate(kw["word_tokenizer"], kw["char_tokenizer"], kw["max_words"],
                                    kw["max_chars_per_word"])

@@ -24,12 +24,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nblib.classifier import adamw_with_warmup, make_trainer
-from nblib.datamodules import LanguageModelDataModule
-from nblib.inference import build_model, model_spec, tokenizer_vocabulary
+from nblib.data.datamodules import LanguageModelDataModule
 from nblib.presets import Preset
-from nblib.records import runs_dir
-from nblib.runcache import fresh
+from nblib.results.records import runs_dir
+from nblib.training.classifier import adamw_with_warmup, make_trainer
+from nblib.training.runcache import fresh
+from nblib.training.saved_runs import build_model, model_spec, tokenizer_vocabulary
 
 ADAMW_IMPLEMENTATIONS = ("for-loop", "foreach", "fused")
 
@@ -273,7 +273,7 @@ def load_pretrained(preset: Preset | str, name: str) -> tuple[nn.Module, dict]:
     """(model with the pretrained weights, in eval mode; the checkpoint's info) of
     ``runs/<preset>/pretrain/<name>.pt``, rebuilt from the checkpoint alone: its model class and
     config, no guessing. ``info["tokenizers"]`` holds the vocabularies
-    (:func:`nblib.inference.tokenizer_from_vocabulary`). Introduced in 06_inside_the_models."""
+    (:func:`nblib.training.saved_runs.tokenizer_from_vocabulary`). Introduced in 06_inside_the_models."""
     path = _checkpoint_path(preset if isinstance(preset, str) else preset.name, name)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no pretraining checkpoint (run the lesson that pretrains "

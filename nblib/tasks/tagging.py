@@ -16,8 +16,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from nblib.classifier import adamw_with_warmup
-from nblib.task_data import BIO_TAGS, TaggedSentence
+from nblib.data.task_data import BIO_TAGS, TaggedSentence
+from nblib.training.classifier import adamw_with_warmup
 
 IGNORE = -100  # label of [CLS], [SEP] and padding: no loss there
 TAG_TO_ID = {t: i for i, t in enumerate(BIO_TAGS)}
