@@ -9,12 +9,12 @@ BERT), forward, backward, the AdamW update, Lightning's logging.
 
 Variants (one fresh model each, same init; ``--variants`` picks them):
 
-- ``today``: ``pretrain()``'s defaults (fp32, torch's for-loop AdamW);
-- ``foreach`` / ``fused``: ``pretrain(adamw=...)``, the same AdamW update in fewer kernels (same
+- ``today``: ``PretrainingRun``'s defaults (fp32, torch's for-loop AdamW);
+- ``foreach`` / ``fused``: ``PretrainingRun(adamw=...)``, the same AdamW update in fewer kernels (same
   math; ``fused`` may differ in the last bits);
-- ``lean``: ``pretrain(lean_logging=True)``, ``self.log`` only on the steps the logger writes (the
+- ``lean``: ``PretrainingRun(lean_logging=True)``, ``self.log`` only on the steps the logger writes (the
   same numbers);
-- ``bf16``: ``pretrain(precision="bf16-mixed")``, every step under ``torch.autocast("cpu",
+- ``bf16``: ``PretrainingRun(precision="bf16-mixed")``, every step under ``torch.autocast("cpu",
   torch.bfloat16)`` (other numbers: matmuls in bf16; attention, softmaxes and losses in fp32);
 - ``new``: the combination this benchmark recommends for the model (``NEW`` below).
 
@@ -63,7 +63,7 @@ from nblib.models import bert, elmo, gpt
 from nblib.presets import Preset, get_preset
 from nblib.training import pretraining
 
-# The variants: the keyword arguments of pretraining.pretrain / pretraining_trainer they set.
+# The variants: the fields of pretraining.PretrainingRun (keywords of pretraining_trainer) they set.
 VARIANTS: dict[str, dict[str, Any]] = {
     "today": {},
     "foreach": {"adamw": "foreach"},
@@ -77,7 +77,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 # AMX; 2026-12-03, busy machine, --threads 1 --clock cpu): bf16 paid for BERT and GPT (matmuls ~2×
 # faster in bf16 once attention stays fp32), fused AdamW and lean logging a few % each.
 NEW: dict[str, str] = {"elmo": "fused+lean", "bert": "bf16+fused+lean", "gpt": "bf16+fused+lean"}
-ELMO_CELL = 256  # lesson 02's parameter ELMO_CELL: the LSTM cells it pretrains outside smoke
+ELMO_CELL = 256  # the LSTM cells lesson 02 pretrains on small (the preset's elmo_cell_size)
 
 
 @dataclass

@@ -56,7 +56,7 @@ def main() -> None:
         collate = bert.make_collate(tokenizer, preset.pretrain_seq_len, mlm_probability=mlm)
         return datamodules.LanguageModelDataModule(
             texts, heldout_texts, collate, preset.pretrain_batch_size, seed=SEED,
-            chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
+            chars_read=bert.characters_read(preset.pretrain_seq_len))
 
     torch.manual_seed(SEED)
     model = bert.BertForPreTraining(bert.BertConfig.from_preset(preset, tokenizer.vocab_size, pre_ln=True,
@@ -67,15 +67,12 @@ def main() -> None:
     hotel_chars = round(args.hotel_phase * preset.pretrain_chars)
     if hotel_chars:
         first = preset.replace(pretrain_chars=preset.pretrain_chars - hotel_chars)
-        phases.append(pretraining.pretrain(model, lm_data(train_texts, args.mlm), first, "bert-general",
-                                           seed=SEED, recipe=recipe))
+        phases.append(pretraining.pretrain(model, lm_data(train_texts, args.mlm), first, pretraining.PretrainingRun("bert-general", seed=SEED, recipe=recipe)))
         hotel = [t for t in split.train["text"] if t.strip()]  # the train split only: never val or test
         print(f"hotel phase: {len(hotel):,} train reviews, {sum(map(len, hotel)):,} characters per pass", flush=True)
-        phases.append(pretraining.pretrain(model, lm_data(hotel, args.mlm), preset.replace(pretrain_chars=hotel_chars),
-                                           "bert", seed=SEED, recipe=recipe))
+        phases.append(pretraining.pretrain(model, lm_data(hotel, args.mlm), preset.replace(pretrain_chars=hotel_chars), pretraining.PretrainingRun("bert", seed=SEED, recipe=recipe)))
     else:
-        phases.append(pretraining.pretrain(model, lm_data(train_texts, args.mlm), preset, "bert", seed=SEED,
-                                           recipe=recipe))
+        phases.append(pretraining.pretrain(model, lm_data(train_texts, args.mlm), preset, pretraining.PretrainingRun("bert", seed=SEED, recipe=recipe)))
     at_15 = pretraining.evaluate_pretraining(model, lm_data(train_texts, 0.15).heldout_dataloader())
     print(json.dumps({"recipe": recipe, "phases": [{k: p[k] for k in ("characters", "steps", "seconds", "val")}
                                                    for p in phases],

@@ -62,7 +62,7 @@ def pretrain_smoke(seed: int) -> None:
     torch.manual_seed(seed)
     model = electra.ElectraForPreTraining(config)
     recipe = {"objective": "electra", "pre_ln": True, "generator_size": 0.5, "rtd_weight": 50.0}
-    info = pretraining.pretrain(model, lm_data, preset, "electra", seed=seed, recipe=recipe)
+    info = pretraining.pretrain(model, lm_data, preset, pretraining.PretrainingRun("electra", seed=seed, recipe=recipe))
     print(f"smoke pretraining: {info['steps']} steps, {info['seconds']} s")
 
 

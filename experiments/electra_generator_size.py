@@ -35,7 +35,7 @@ def main(generator_size: float, seed: int = 0) -> None:
     torch.manual_seed(seed)
     model = electra.ElectraForPreTraining(config)
     recipe = {"objective": "electra", "pre_ln": True, "generator_size": generator_size, "rtd_weight": 50.0}
-    info = pretraining.pretrain(model, lm_data, preset, "electra", seed=seed, recipe=recipe)
+    info = pretraining.pretrain(model, lm_data, preset, pretraining.PretrainingRun("electra", seed=seed, recipe=recipe))
     print(f"generator {generator_size:g}: {info['steps']} steps, {info['seconds']} s; held-out {info['val']}",
           flush=True)
 

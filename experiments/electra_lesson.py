@@ -24,7 +24,7 @@ def pretraining_parts(preset: Preset, *, seed: int = 0, generator_size: float = 
     n_heldout = max(1, len(corpus) // 100)
     lm_data = datamodules.LanguageModelDataModule(
         corpus[:-n_heldout], corpus[-n_heldout:], bert.make_collate(tokenizer, preset.pretrain_seq_len),
-        preset.pretrain_batch_size, seed=seed, chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
+        preset.pretrain_batch_size, seed=seed, chars_read=bert.characters_read(preset.pretrain_seq_len))
     config = electra.ElectraConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True,
                                                generator_size=generator_size, rtd_weight=RTD_WEIGHT, pre_ln=PRE_LN)
     return tokenizer, lm_data, config

@@ -79,8 +79,7 @@ def main() -> None:
     torch.manual_seed(SEED)
     model = electra.ElectraForPreTraining(config)
     recipe = {"objective": "electra", "pre_ln": PRE_LN, "generator_size": GENERATOR_SIZE, "rtd_weight": RTD_WEIGHT}
-    info = pretraining.pretrain(model, lm_data, preset, "electra", seed=SEED, recipe=recipe,
-                                **electra.PUBLISHED_OPTIMISATION)
+    info = pretraining.pretrain(model, lm_data, preset, pretraining.PretrainingRun("electra", seed=SEED, recipe=recipe, **electra.PUBLISHED_OPTIMISATION))
     path = runs_dir() / preset.name / "pretrain" / "electra.pt"
     print(f"published optimisation: {info['steps']} steps, {info['seconds']} s; held-out {info['val']}", flush=True)
     checkpoints = {"published": str(path)}

@@ -27,8 +27,7 @@ def main(lr: float, steps: int) -> None:
     _, lm_data, config = pretraining_parts(preset, seed=0, generator_size=0.25)
     torch.manual_seed(0)
     model = electra.ElectraForPreTraining(config)
-    info = pretraining.pretrain(model, lm_data, preset, "electra", seed=0, max_steps=steps, lr=lr,
-                                recipe={"probe_lr": lr})
+    info = pretraining.pretrain(model, lm_data, preset, pretraining.PretrainingRun("electra", seed=0, max_steps=steps, lr=lr, recipe={"probe_lr": lr}))
     print("lr", lr, "steps", steps, "held-out", json.dumps(info.get("val")))
 
 

@@ -56,8 +56,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = electra.ElectraForPreTraining(config)
     name = f"electra-warmup{args.warmup}"
-    info = pretraining.pretrain(model, lm_data, preset, name, seed=0, max_steps=args.steps,
-                                recipe={"probe_warmup": args.warmup})
+    info = pretraining.pretrain(model, lm_data, preset, pretraining.PretrainingRun(name, seed=0, max_steps=args.steps, recipe={"probe_warmup": args.warmup}))
     print(f"warm-up {args.warmup}, {info['steps']} steps, {info['seconds']} s")
     logs = sorted((pretraining.runs_dir() / preset.name / "pretrain" / name / "logs").glob("version_*/metrics.csv"))
     probe = auc_blocks(logs[-1], args.steps) if logs else {}

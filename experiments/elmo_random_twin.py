@@ -34,7 +34,7 @@ from nblib.training import classifier
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--cell", type=int, default=256, help="LSTM cells (lesson 02's ELMO_CELL)")
+    parser.add_argument("--cell", type=int, default=256, help="LSTM cells (the small preset's elmo_cell_size, lesson 02's biLM)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--runs", default='[[2e-4, "mix", true]]')
     parser.add_argument("--checkpoint", default="runs/small/pretrain/elmo.pt",

@@ -95,7 +95,7 @@ def main() -> None:
                                                   preset.pretrain_batch_size)
     # lesson 03's recipe dict is part of its cache key: with --name bert the lesson reuses this checkpoint
     recipe = {"pre_ln": True, "nsp": args.nsp, "whole_word": args.whole_word} if args.model == "bert" else None
-    info = pretraining.pretrain(model, lm_data, preset, args.name, seed=0, recipe=recipe)
+    info = pretraining.pretrain(model, lm_data, preset, pretraining.PretrainingRun(args.name, seed=0, recipe=recipe))
     pretrained_state = {k: v.clone() for k, v in model.state_dict().items()}
     print("pretraining", {k: v for k, v in info.items() if k != "history"}, flush=True)
 

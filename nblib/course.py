@@ -7,19 +7,20 @@ so the lessons write only what differs: the encoder, its pooling, its collate an
 The learning rate defaults to the preset's choice for the model (``Preset.finetune_lr_for``).
 :func:`fit_variant` is the same run without a record (lesson 03's truncation study).
 :func:`lesson_preset` is what a lesson runs: `make report`'s whole grid, or a learner's sitting;
-:func:`setup` is every lesson's first code cell.
+:func:`setup` is every lesson's first code cell; :func:`label_efficiency` the label-count runs of 02, 03 and 04.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from torch import nn
 
-from nblib.data.datamodules import ClassificationDataModule, Collate
+from nblib.data.datamodules import ClassificationDataModule, Collate, subsample
 from nblib.presets import Preset, get_preset
 from nblib.results.records import make_record, record_path, write_record
 from nblib.training.classifier import Pooling, SentimentClassifier, count_parameters
@@ -97,6 +98,45 @@ def finetune_variant(
                          **extra, **record_extra)
     write_record(record, run_dir / "result.json", trainer=trainer)
     return clf.cpu(), record
+
+
+LABEL_EFFICIENCY_COLUMNS = ["labelled reviews", "init", "seed", "test accuracy", "test macro-F1"]
+
+
+def label_efficiency(
+    finetune: Callable[..., tuple[Any, dict]],
+    preset: Preset,
+    split: Any,
+    *,
+    seed: int,
+    ablations: bool,
+    desc: str = "label-efficiency runs",
+    **job_args: Any,
+) -> pd.DataFrame:
+    """The label-efficiency runs of a lesson: for each of the preset's label counts (with the ablation
+    counts when ``ablations``: :meth:`Preset.label_counts_to_run`) one fixed subset of the train reviews,
+    sampled with ``seed`` and shared by every seed of the grid; on it, each of ``preset.seeds`` × the two
+    inits runs ``finetune(variant=..., seed=..., frame=..., label_count=..., max_epochs=..., **job_args)``
+    for the preset's few-label epochs, side by side on the pool (:func:`nblib.training.pool.run_jobs`).
+    ``finetune`` is the lesson's own run, returning ``(classifier, record)``. Returns one row per run
+    (:data:`LABEL_EFFICIENCY_COLUMNS`; an empty frame with these columns when the preset has no label
+    counts, as a learner's sitting). Introduced in notebook 02_elmo."""
+    # imported here: the cache keys of fine-tuning jobs (nblib.training.runcache) stay free of the pool
+    from nblib.training import pool
+
+    grid = []
+    for n_labels in preset.label_counts_to_run(ablations):
+        subset = subsample(split.train, n_labels, seed=seed)  # one fixed subset, every seed trains on it
+        grid += [{"variant": variant, "seed": run_seed, **job_args, "frame": subset, "label_count": n_labels,
+                  "max_epochs": preset.few_label_epochs(n_labels)}
+                 for run_seed in preset.seeds for variant in ("pretrained", "random")]
+    if not grid:
+        print("no label counts besides all in this sitting: figures/05_label_efficiency.png holds the report's curve")
+    done = pool.run_jobs(finetune, grid, threads=preset.threads_per_job, desc=desc)
+    rows = [{"labelled reviews": len(job["frame"]), "init": job["variant"], "seed": job["seed"],
+             "test accuracy": record["test"]["accuracy"], "test macro-F1": record["test"]["macro_f1"]}
+            for job, (_, record) in zip(grid, done, strict=True)]
+    return pd.DataFrame(rows, columns=LABEL_EFFICIENCY_COLUMNS)
 
 
 # The pretrainings of the course's lessons 02, 03, 03b and 04 (runs/<preset>/pretrain/<name>.pt).

@@ -258,7 +258,9 @@ PRESETS: dict[str, Preset] = {
         num_layers=4,
         num_heads=4,
         intermediate_size=512,
-        elmo_cell_size=512,
+        # 256 memory cells, projected to 128: an LSTM reads one word after another, which a CPU does slowly;
+        # lesson 02 has run its biLM at this size on `small` from its first version (2.4 M parameters)
+        elmo_cell_size=256,
         elmo_projection=128,
         elmo_word_vocab=20_000,
         max_words=80,

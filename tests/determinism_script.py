@@ -45,7 +45,7 @@ torch.manual_seed(0)  # the model's initialisation (a fresh process is seeded at
 model = bert.BertForPreTraining(bert.BertConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True))
 lm = datamodules.LanguageModelDataModule(texts[:360], texts[360:], bert.make_collate(tokenizer, 32), 8,
                                          seed=0, chars_read=lambda t: min(len(t), 30))
-info = pretraining.pretrain(model, lm, preset, "determinism", seed=0)
+info = pretraining.pretrain(model, lm, preset, pretraining.PretrainingRun("determinism", seed=0))
 pretrained = digest(model.state_dict())
 
 labels = [int(t.count("好") >= t.count("差")) for t in texts]

@@ -115,9 +115,10 @@ def test_presets_give_the_intended_sizes():
     from nblib.presets import get_preset
 
     small = ElmoConfig.from_preset(get_preset("small"), char_vocab_size=5000, word_vocab_size=20000)
-    assert (small.projection_dim, small.cell_size, small.filters) == (128, 512, ElmoConfig.filters)
+    assert (small.projection_dim, small.cell_size, small.filters) == (128, 256, ElmoConfig.filters)
     n_params = sum(p.numel() for p in BiLM(small).parameters())
-    assert 3e6 < n_params < 6e6  # the CPU-size ELMo, close to the Transformers of the same preset
+    # the CPU-size ELMo lesson 02 pretrains (2.4 M in the complete run), within 2x of the Transformers' ~1.4 M
+    assert 2e6 < n_params < 3e6
     smoke = ElmoConfig.from_preset(get_preset("smoke"), char_vocab_size=300, word_vocab_size=2000)
     assert smoke.projection_dim == 16 and sum(n for _, n in smoke.filters) < 100
 

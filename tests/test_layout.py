@@ -156,3 +156,16 @@ def test_every_file_the_library_and_its_docs_cite_exists() -> None:
 def test_the_cited_path_check_sees_a_moved_file() -> None:
     assert cited_paths("see nblib/bert.py and tests/test_layout.py.") == ["nblib/bert.py", "tests/test_layout.py"]
     assert not (REPO / "nblib/bert.py").exists()  # moved to nblib/models/bert.py: a comment citing it would fail
+
+
+def test_every_room_finds_the_checkout_it_lives_in() -> None:
+    """Files the library reads or writes beside it (data/raw, runs/, figures/, notebooks/) hang off the
+    checkout's root; a module moved one folder deeper must not look for them one folder too low."""
+    from nblib import lab
+    from nblib.data import corpora
+    from nblib.results import comparison, plotting, records, report
+
+    assert (REPO / "pyproject.toml").exists()
+    assert records.REPO_ROOT == corpora.REPO_ROOT == lab.REPO_ROOT == REPO
+    assert comparison.FIGURES_DIR == plotting.FIGURES_DIR == REPO / "figures"
+    assert report.NOTEBOOKS_DIR == REPO / "notebooks"

@@ -34,7 +34,7 @@ class ProbeLM(nn.Module):
 def trained(name: str, **speed) -> tuple[ProbeLM, dict]:
     torch.manual_seed(0)
     model = ProbeLM()
-    return model, pretraining.pretrain(model, toy_datamodule(), PRESET, name, **speed)
+    return model, pretraining.pretrain(model, toy_datamodule(), PRESET, pretraining.PretrainingRun(name, **speed))
 
 
 def test_bf16_runs_every_step_under_autocast_and_is_its_own_cache_key(runs_tmp):

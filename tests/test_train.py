@@ -169,27 +169,27 @@ def test_pretrain_learns_caches_and_refuses_a_mismatched_checkpoint(runs_tmp):
     preset = SMOKE.replace(pretrain_chars=16 * 4 * 60, pretrain_seq_len=4, pretrain_batch_size=16,
                            pretrain_lr=3e-2)
     model = ToyLM()
-    info = pretraining.pretrain(model, toy_datamodule(), preset, "toy")
+    info = pretraining.pretrain(model, toy_datamodule(), preset, pretraining.PretrainingRun("toy"))
     assert info["steps"] == 60 and info["tokens"] == 60 * 16 * 4 and not info["cached"]
     assert info["history"][-1]["loss"] < 0.5 * info["history"][0]["loss"]
     assert info["val"]["loss"] < 1.0
     again = ToyLM()
-    cached = pretraining.pretrain(again, toy_datamodule(), preset, "toy")
+    cached = pretraining.pretrain(again, toy_datamodule(), preset, pretraining.PretrainingRun("toy"))
     assert cached["cached"] and cached["steps"] == 60
     torch.testing.assert_close(again.out.weight, model.out.weight)
     grown = ToyLM()
     grown.extra = nn.Linear(2, 2)  # the same class and settings (the same cache key), other weights
     with pytest.raises(RuntimeError, match=r"missing keys .*extra\.weight"):
-        pretraining.pretrain(grown, toy_datamodule(), preset, "toy")
+        pretraining.pretrain(grown, toy_datamodule(), preset, pretraining.PretrainingRun("toy"))
     # a model of another class is another cache key (the checkpoint names its model): it retrains
-    assert not pretraining.pretrain(ToyLMAgain(), toy_datamodule(), preset, "toy")["cached"]
+    assert not pretraining.pretrain(ToyLMAgain(), toy_datamodule(), preset, pretraining.PretrainingRun("toy"))["cached"]
     # another budget must not reuse the checkpoint: it retrains, and the new one is cached
     longer = preset.replace(pretrain_chars=16 * 4 * 80)
-    retrained = pretraining.pretrain(ToyLM(), toy_datamodule(), longer, "toy")
+    retrained = pretraining.pretrain(ToyLM(), toy_datamodule(), longer, pretraining.PretrainingRun("toy"))
     assert not retrained["cached"] and retrained["steps"] == 80
-    assert pretraining.pretrain(ToyLM(), toy_datamodule(), longer, "toy")["cached"]
+    assert pretraining.pretrain(ToyLM(), toy_datamodule(), longer, pretraining.PretrainingRun("toy"))["cached"]
     # nor another pretraining dropout (same shapes, other weights)
-    dropped = pretraining.pretrain(ToyLM(), toy_datamodule(), longer.replace(pretrain_dropout=0.1), "toy")
+    dropped = pretraining.pretrain(ToyLM(), toy_datamodule(), longer.replace(pretrain_dropout=0.1), pretraining.PretrainingRun("toy"))
     assert not dropped["cached"] and dropped["settings"]["pretrain_dropout"] == 0.1
 
 
@@ -204,7 +204,7 @@ class SlowToyLM(ToyLM):
 def test_time_cap_stops_pretraining_within_the_time(runs_tmp):
     preset = SMOKE.replace(pretrain_chars=16 * 4 * 300, pretrain_seq_len=4, pretrain_batch_size=16,
                            pretrain_lr=3e-2, warmup_steps=5, pretrain_max_minutes=0.04)  # 2.4 s
-    info = pretraining.pretrain(SlowToyLM(), toy_datamodule(), preset, "toy-capped")
+    info = pretraining.pretrain(SlowToyLM(), toy_datamodule(), preset, pretraining.PretrainingRun("toy-capped"))
     budget = info["budget"]
     assert budget["steps"] == 300 and budget["time_cap"]["capped"]
     assert 20 < info["steps"] == budget["time_cap"]["steps_planned"] < 300
@@ -254,10 +254,10 @@ def test_time_cap_replans_from_the_measured_speed_and_the_schedule_follows():
 def test_recipe_is_part_of_the_cache_key_and_kept_in_the_checkpoint(runs_tmp):
     preset = SMOKE.replace(pretrain_chars=16 * 4 * 20, pretrain_seq_len=4, pretrain_batch_size=16)
     assert pretraining.saved_pretraining(preset, "toy-recipe") is None
-    first = pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": True})
+    first = pretraining.pretrain(ToyLM(), toy_datamodule(), preset, pretraining.PretrainingRun("toy-recipe", recipe={"pre_ln": True}))
     assert not first["cached"] and first["recipe"] == {"pre_ln": True}
-    assert pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": True})["cached"]
-    changed = pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-recipe", recipe={"pre_ln": False})
+    assert pretraining.pretrain(ToyLM(), toy_datamodule(), preset, pretraining.PretrainingRun("toy-recipe", recipe={"pre_ln": True}))["cached"]
+    changed = pretraining.pretrain(ToyLM(), toy_datamodule(), preset, pretraining.PretrainingRun("toy-recipe", recipe={"pre_ln": False}))
     assert not changed["cached"]
     saved = pretraining.saved_pretraining(preset.name, "toy-recipe")
     assert saved["recipe"] == {"pre_ln": False} and saved["steps"] == 20 and "state_dict" not in saved
@@ -279,7 +279,7 @@ def test_pretraining_checkpoints_describe_model_tokenizer_and_collate(runs_tmp):
         model = gpt.GPT(gpt.GPTConfig.tiny(tok.vocab_size))
         collate = functools.partial(gpt.collate_causal_lm, tokenizer=tok, max_len=max_len)
         dm = datamodules.LanguageModelDataModule(texts, texts[:8], collate, batch_size=8)
-        return model, pretraining.pretrain(model, dm, preset, "toy-gpt")
+        return model, pretraining.pretrain(model, dm, preset, pretraining.PretrainingRun("toy-gpt"))
 
     tok = CharTokenizer.build(texts, min_count=1)
     model, info = run(tok)
@@ -369,6 +369,6 @@ def test_a_checkpoint_whose_settings_hold_tuples_is_found_again(runs_tmp):
     filters as tuples, and comparing the two shapes retrained its 46-minute pretraining on every rerun."""
     preset = SMOKE.replace(pretrain_chars=16 * 4 * 20, pretrain_seq_len=4, pretrain_batch_size=16)
     recipe = {"filters": ((1, 32), (2, 64)), "cutoffs": (5, 10)}
-    assert not pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-tuples", recipe=recipe)["cached"]
-    again = pretraining.pretrain(ToyLM(), toy_datamodule(), preset, "toy-tuples", recipe=recipe)
+    assert not pretraining.pretrain(ToyLM(), toy_datamodule(), preset, pretraining.PretrainingRun("toy-tuples", recipe=recipe))["cached"]
+    again = pretraining.pretrain(ToyLM(), toy_datamodule(), preset, pretraining.PretrainingRun("toy-tuples", recipe=recipe))
     assert again["cached"] and again["recipe"] == {"filters": [[1, 32], [2, 64]], "cutoffs": [5, 10]}

@@ -234,8 +234,3 @@ def pretraining_corpus(s: Split | None = None, max_texts: int | None = None, see
         corpus = [corpus[i] for i in keep]
     return corpus
 
-
-if __name__ == "__main__":  # the Makefile's and README's `python -m nblib.data fetch-all`
-    from nblib.data.corpora import main
-
-    raise SystemExit(main())

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # nblib/<room>/ is two below the checkout
 BASE_URL = "https://raw.githubusercontent.com/SophonPlus/ChineseNlpCorpus/master/datasets"
 
 

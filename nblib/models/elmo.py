@@ -174,6 +174,17 @@ def make_collate(word_tokenizer: Any, char_tokenizer: Any, max_words: int,
                              max_chars_per_word=max_chars_per_word)
 
 
+def _word_chars_read(text: str, word_tokenizer: Any, max_words: int) -> int:
+    return sum(len(w) for w in truncate(word_tokenizer.tokenize(text), max_words - 2))
+
+
+def characters_read(word_tokenizer: Any, max_words: int) -> Callable[[str], int]:
+    """How many characters of a text ELMo's pretraining reads: those of its jieba words, cut to
+    ``max_words`` with ``<S>`` and ``</S>`` (which are not counted): what the character budget counts
+    (``LanguageModelDataModule(chars_read=...)``). Introduced in 02_elmo."""
+    return functools.partial(_word_chars_read, word_tokenizer=word_tokenizer, max_words=max_words)
+
+
 # ---------------------------------------------------------------------------------------------
 # The token layer: characters → one context-free vector per word
 

@@ -14,8 +14,9 @@ Conventions used throughout:
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -401,6 +402,17 @@ def collate_causal_lm(texts: Sequence[str], tokenizer: Any, max_len: int) -> dic
         input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[i, : len(ids)] = True
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def _chars_in_window(text: str, room: int) -> int:
+    return min(len(text), room)
+
+
+def characters_read(seq_len: int) -> Callable[[str], int]:
+    """How many characters of a text GPT's pretraining reads in a window of ``seq_len`` tokens (``[CLS]``
+    takes one; a cut text loses its ``[SEP]``, see :func:`collate_causal_lm`): what the character
+    budget counts (``LanguageModelDataModule(chars_read=...)``). Introduced in 04_gpt."""
+    return functools.partial(_chars_in_window, room=seq_len - 1)
 
 
 # ----------------------------------------------------------------------------------------------

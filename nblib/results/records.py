@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nblib.presets import Preset
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # nblib/<room>/ is two below the checkout
 # The id of the `make report` run in progress (set by nblib.results.report): its figures and table carry it.
 RUN_ID_ENV = "NBLIB_RUN_ID"
 

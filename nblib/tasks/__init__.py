@@ -87,11 +87,11 @@ def course_encoder(preset: Preset, seed: int = 0, corpus: Sequence[str] | None =
                                     mlm_probability=preset.mlm_probability)
         lm_data = LanguageModelDataModule(corpus[:-n_heldout], corpus[-n_heldout:], collate,
                                           preset.pretrain_batch_size, seed=seed,
-                                          chars_read=lambda t: min(len(t), preset.pretrain_seq_len - 2))
+                                          chars_read=bert.characters_read(preset.pretrain_seq_len))
         torch.manual_seed(seed)
         model = bert.BertForPreTraining(bert.BertConfig.from_preset(
             preset, tokenizer.vocab_size, pre_ln=LESSON03_RECIPE["pre_ln"], pretraining=True))
-        pretraining.pretrain(model, lm_data, preset, "bert", seed=seed, recipe=LESSON03_RECIPE)
+        pretraining.pretrain(model, lm_data, preset, pretraining.PretrainingRun("bert", seed=seed, recipe=LESSON03_RECIPE))
     model, info = pretraining.load_pretrained(preset, "bert")
     if not isinstance(model, bert.BertForPreTraining) or not info.get("tokenizers"):
         raise RuntimeError(f"{path} is not a BERT checkpoint with its vocabulary; rerun notebooks/03_bert.ipynb")

@@ -16,6 +16,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,21 +99,32 @@ def max_pretrain_minutes(preset: Preset) -> float | None:
     return minutes
 
 
+@dataclass(frozen=True)
+class PretrainingRun:
+    """One pretraining run of :func:`pretrain`, beyond what the preset fixes (the budget, the batch,
+    the schedule's warm-up): its name, its seed, the lesson's recipe and the options. Each field that
+    changes a number is part of the checkpoint's cache key (the options only when they differ from
+    their defaults, so the defaults keep existing checkpoints); ``lean_logging`` changes none and is not."""
+
+    name: str  # the checkpoint: runs/<preset>/pretrain/<name>.pt
+    seed: int = 0  # Lightning's seed for the run (the model's initialisation is the caller's)
+    # JSON-able: what the lesson chose for this model (pre-LN, NSP, LSTM size); kept in the checkpoint
+    recipe: dict | None = None
+    max_steps: int | None = None  # fixed steps instead of the preset's character budget (no budget, no cap)
+    lr: float | None = None  # peak learning rate (None: preset.pretrain_lr)
+    lr_decay: str = "cosine"  # after warm-up: cosine to 10%, or "linear" to 0 (ELECTRA's published schedule)
+    clip_grad_norm: float | None = None  # the global gradient norm is clipped to this before each step
+    precision: str | None = None  # Lightning's precision; "bf16-mixed": bf16 autocast, an opt-in speed-up
+    adamw: str = "for-loop"  # torch's AdamW implementation: "foreach" / "fused" (same update, fewer kernels)
+    lean_logging: bool = False  # self.log only on the steps the logger writes: no number changes
+
+
 def pretrain(
     model: nn.Module,
     datamodule: LanguageModelDataModule,
     preset: Preset,
-    name: str,
+    run: PretrainingRun,
     *,
-    seed: int = 0,
-    max_steps: int | None = None,
-    lr: float | None = None,
-    precision: str | None = None,
-    adamw: str = "for-loop",
-    lean_logging: bool = False,
-    lr_decay: str = "cosine",
-    clip_grad_norm: float | None = None,
-    recipe: dict | None = None,
     force: bool = False,
 ) -> dict:
     """Pretrain ``model`` on the preset's budget of characters, or load the cached checkpoint.
@@ -122,9 +134,9 @@ def pretrain(
     data module's ``chars_read``), the same for every model on every machine, however long it
     takes. A time cap (:func:`max_pretrain_minutes`, opt-in for slow laptops) makes
     :class:`TimeCap` stop earlier; the result then says ``"cut_at_minutes"`` and the comparison
-    marks the row instead of comparing it. ``max_steps`` fixes the steps: no budget, no cap.
+    marks the row instead of comparing it. ``run.max_steps`` fixes the steps: no budget, no cap.
 
-    ``recipe`` (JSON-able) names what else the lesson chose for this model (pre-LN, NSP, LSTM size):
+    ``run.recipe`` (JSON-able) names what else the lesson chose for this model (pre-LN, NSP, LSTM size):
     it is part of the cache key, so a changed recipe retrains, and it is kept in the checkpoint for
     later lessons (:func:`saved_pretraining`). The checkpoint also describes itself: the model's
     class and config, the collate's function and settings, and the tokenizers' vocabularies
@@ -133,18 +145,16 @@ def pretrain(
 
     The checkpoint lives in ``runs/<preset>/pretrain/<name>.pt`` with the loss history and the
     budget actually spent; a rerun with the same pretraining settings (budget, batch, schedule,
-    time cap, ``max_steps``, seed, recipe) reuses it, other settings retrain (``force=True``
-    always retrains). ``precision`` (Lightning's: ``"bf16-mixed"`` runs each step under
-    ``torch.autocast`` in bf16; None: fp32 on a CPU) and ``adamw`` (:class:`Pretrainer`) are
-    opt-in speed-ups, part of the cache key when set; so is ``lean_logging`` (:class:`Pretrainer`),
-    which changes no number and is not. ``lr_decay`` (:class:`Pretrainer`) and ``clip_grad_norm``
-    (the global gradient norm clipped before each step; None: none) change the recipe: lesson 03b
-    passes ELECTRA's published ones (``electra.PUBLISHED_OPTIMISATION``); they enter the key when
-    they differ from the defaults. Returns the record's ``pretraining`` part: characters, tokens, steps,
+    time cap, ``run``) reuses it, other settings retrain (``force=True`` always retrains).
+    ``run.precision`` and ``run.adamw`` are opt-in speed-ups (:class:`Pretrainer`,
+    ``benchmarks/bench_pretraining.py``); ``run.lr_decay`` and ``run.clip_grad_norm`` change the
+    recipe: lesson 03b passes ELECTRA's published ones (``electra.PUBLISHED_OPTIMISATION``). Returns the record's ``pretraining`` part: characters, tokens, steps,
     estimated FLOPs, seconds, final and held-out loss, history, the plan.
     """
+    name, seed, recipe, max_steps = run.name, run.seed, run.recipe, run.max_steps
+    precision, adamw, lr_decay, clip_grad_norm = run.precision, run.adamw, run.lr_decay, run.clip_grad_norm
     path = _checkpoint_path(preset.name, name)
-    lr = lr or preset.pretrain_lr
+    lr = run.lr or preset.pretrain_lr
     minutes = None if max_steps is not None else max_pretrain_minutes(preset)
     # What the checkpoint depends on besides the model's shape (which _load_checked checks): a
     # changed budget or schedule retrains instead of silently reusing an old checkpoint.
@@ -181,7 +191,7 @@ def pretrain(
     cap = TimeCap(minutes * 60, max_steps) if minutes is not None else None
     module, trainer = pretraining_trainer(model, preset, runs_dir() / preset.name / "pretrain" / name,
                                           max_steps=max_steps, seed=seed, lr=lr, precision=precision,
-                                          adamw=adamw, lean_logging=lean_logging, lr_decay=lr_decay,
+                                          adamw=adamw, lean_logging=run.lean_logging, lr_decay=lr_decay,
                                           clip_grad_norm=clip_grad_norm, callbacks=[cap] if cap else [])
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
