@@ -169,3 +169,16 @@ def test_every_room_finds_the_checkout_it_lives_in() -> None:
     assert records.REPO_ROOT == corpora.REPO_ROOT == lab.REPO_ROOT == REPO
     assert comparison.FIGURES_DIR == plotting.FIGURES_DIR == REPO / "figures"
     assert report.NOTEBOOKS_DIR == REPO / "notebooks"
+
+
+def test_a_long_module_says_why_in_its_opening_comment() -> None:
+    """No module of the library over ~400 lines without a reason at its top ("Long because ...")."""
+    import ast as ast_
+
+    unexplained = []
+    for path in sorted(NBLIB.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        docstring = ast_.get_docstring(ast_.parse(text)) or ""
+        if len(text.splitlines()) > 410 and "Long because" not in docstring:
+            unexplained.append(f"{path.relative_to(REPO)} ({len(text.splitlines())} lines)")
+    assert unexplained == []

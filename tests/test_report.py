@@ -57,6 +57,16 @@ def test_ablations_get_a_section_of_their_own(records, tmp_path):
     assert "| bert | pretrained | 3 |" in main
 
 
+def test_gpt_zero_shot_is_part_of_the_main_job_not_an_ablation(records, tmp_path):
+    # lesson 04 scores the zero-shot GPT in `make report`; a hyphen in its name made it an "ablation" once
+    write_record(fake_record("gpt", "zero-shot", 0, 0.77))
+    write_record(fake_record("elmo", "pretrained-frozen", 0, 0.80))
+    text = comparison.write_comparison("smoke", out=tmp_path / "c.md").read_text(encoding="utf-8")
+    main, rest = text.split("Ablations (`make ablations`")
+    assert "| gpt | zero-shot | 1 | 0.770 |" in main and "zero-shot" not in rest.split("\n\n")[1]
+    assert "| elmo | pretrained-frozen | 1 | 0.800 |" in rest
+
+
 def test_write_comparison_without_records(runs_tmp, tmp_path):
     text = comparison.write_comparison("smoke", out=tmp_path / "c.md").read_text(encoding="utf-8")
     assert "_No results records yet._" in text and comparison.COST_HEADING not in text

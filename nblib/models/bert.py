@@ -9,6 +9,9 @@ Introduced in notebook 03_bert; loading public checkpoints (``from_hf``) in note
 3. Pretraining data as plain functions: ``mask_tokens`` (15%, 80/10/10, whole words),
    ``make_nsp_pairs``, ``collate_mlm`` / ``make_collate``.
 4. Hugging Face weights: ``from_hf`` / ``to_hf`` with an explicit key map.
+
+Long because it is one family's whole story in one file, as the course's design asks (a learner
+reads it in one sitting, beside lesson 03): the model, its pretraining data and its checkpoint names.
 """
 
 from __future__ import annotations

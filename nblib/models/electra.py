@@ -5,7 +5,9 @@ Discriminators Rather Than Generators"). Masked-LM (notebook 03_bert) learns fro
 positions it masks. ELECTRA lets a small *generator* (a masked LM) fill those positions with
 characters sampled from its softmax, and trains the encoder, the *discriminator*, to tell at
 **every** real position whether the character is the original or a replacement. There is no second
-Transformer here: generator and discriminator are both ``nblib.models.bert.BertModel``.
+Transformer here: generator and discriminator are both ``nblib.models.bert.BertModel``. Long because it
+is one family's whole story in one file (a learner reads it in one sitting, beside lesson 03b), with
+the diagnostics its lesson tracks.
 
 Contents, in reading order:
 

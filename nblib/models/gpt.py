@@ -2,7 +2,9 @@
 
 Introduced in notebook 04_gpt (the causal mask, the model, causal-LM pretraining, sampling,
 last-token fine-tuning with the auxiliary LM loss); ``GPT.from_hf`` in notebook
-07_pretrained_checkpoints. Modelled on nanoGPT's model.py, built from :mod:`nblib.models.layers`.
+07_pretrained_checkpoints. Modelled on nanoGPT's model.py, built from :mod:`nblib.models.layers`. Long because it is one family's
+whole story in one file (a learner reads it in one sitting, beside lesson 04): the model and its KV
+cache, its pretraining data, its sampler and its checkpoint names.
 
 Conventions used throughout:
 - ``attention_mask`` (B, T) bool is True at real tokens. Right padding is the default (the

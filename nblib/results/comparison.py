@@ -3,7 +3,8 @@ with paired intervals; ``figures/comparison.md`` and the README's results block.
 
 Introduced in notebook 05_compare. Reads results records only (plain dicts; no torch, no corpora:
 each record keeps the true labels of the reviews it scored). :mod:`nblib.results.report` runs the lessons
-and calls :func:`write_comparison` at the end.
+and calls :func:`write_comparison` at the end. Long because the comparison is one job from records to
+the Markdown the README carries: tables, paired intervals, verdicts, cost.
 
 Every pretrained model has a *random-init twin*: the same architecture and fine-tuning, started
 from random weights. Both are scored on the same reviews, so the comparison is **paired**: for each
@@ -42,6 +43,14 @@ from nblib.results.records import (
 FIGURES_DIR = REPO_ROOT / "figures"
 # Every model a record may name, in the order the table shows them.
 KNOWN_MODELS = ["majority", "tfidf", "static", "elmo", "bert", "electra", "gpt", "bert-base-chinese", "chinese-electra"]
+# Every variant a record may name, in the order the figures show them within a model (lesson 05).
+VARIANTS = ["baseline", "pretrained", "random", "pretrained-frozen", "random-frozen", "pretrained-lm0", "random-lm0",
+            "zero-shot"]
+# The ablations (`make ablations`): the pretrained model or its twin with one part of the recipe changed.
+ABLATIONS = frozenset({"pretrained-frozen", "random-frozen", "pretrained-lm0", "random-lm0"})
+# The hatches that mark, in the figures, what is neither a model nor its random twin, and their legend.
+HATCHES = {"//": "ablation: frozen biLM (ELMo) or no auxiliary LM loss (GPT)",
+           "xx": "zero-shot: the pretrained model prompted, no fine-tuning"}
 
 PARTS = {"test": "predictions", "ood": "ood_predictions"}  # part → the record field of its predictions
 PART_NAMES = {"test": "in-domain (hotel test)", "ood": "out-of-domain (waimai)"}
@@ -311,8 +320,8 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
     records = [r for r in load_records(runs_dir() / preset_name) if r.get("task", "sentiment") == "sentiment"]
     table, clock = split_results_and_clock(comparison_table(records))
     ablations = pd.DataFrame()
-    if len(table):  # variants with a suffix (pretrained-frozen, random-lm0) come from `make ablations`
-        is_ablation = table["variant"].map(lambda v: "-" in v.split(" ")[0])
+    if len(table):  # the ablation variants (pretrained-frozen, random-lm0) come from `make ablations`
+        is_ablation = table["variant"].map(lambda v: v.split(" ")[0] in ABLATIONS)
         table, ablations = table[~is_ablation], table[is_ablation]
     out = out or FIGURES_DIR / "comparison.md"
     out.parent.mkdir(parents=True, exist_ok=True)
