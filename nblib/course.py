@@ -1,4 +1,6 @@
-"""One fine-tuning run of the comparison, start to record: ``finetune_variant(...) -> (classifier, record)``.
+"""What the lessons call: their set-up, one run of the comparison start to record, the label-efficiency runs.
+
+``finetune_variant(...) -> (classifier, record)`` is one fine-tuning run of the comparison.
 
 Introduced in notebook 02_elmo and used by 03_bert and 04_gpt: every pretrained-vs-random run of the
 course is the same steps (the shared classifier on an encoder, the data module of the fixed split, the
