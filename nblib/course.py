@@ -138,7 +138,9 @@ def label_efficiency(
     rows = [{"labelled reviews": len(job["frame"]), "init": job["variant"], "seed": job["seed"],
              "test accuracy": record["test"]["accuracy"], "test macro-F1": record["test"]["macro_f1"]}
             for job, (_, record) in zip(grid, done, strict=True)]
-    return pd.DataFrame(rows, columns=LABEL_EFFICIENCY_COLUMNS)
+    # typed even when empty (a sitting without label counts): lesson 04 appends its all-label rows to it
+    return pd.DataFrame(rows, columns=LABEL_EFFICIENCY_COLUMNS).astype(
+        {"labelled reviews": int, "seed": int, "test accuracy": float, "test macro-F1": float})
 
 
 # The pretrainings of the course's lessons 02, 03, 03b and 04 (runs/<preset>/pretrain/<name>.pt).

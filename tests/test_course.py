@@ -90,3 +90,17 @@ def test_a_learners_sitting_starts_from_the_reports_checkpoints_only_when_all_ar
     assert course.lesson_preset("smoke", full=False, seed=0) == get_preset("smoke")  # nothing to leave out
     with pytest.raises(ValueError, match="unknown preset"):
         course.lesson_preset("smal", full=False, seed=0)
+
+
+def test_label_efficiency_without_label_counts_is_an_empty_typed_table(capsys):
+    # a learner's sitting has no label counts; lesson 04 appends its all-label rows to this table and draws them,
+    # which failed on an untyped (object) empty frame
+    import pandas as pd
+
+    split = Split(*synthetic_frames(40))
+    few = course.label_efficiency(lambda **job: None, SMOKE.replace(label_counts=()), split, seed=0, ablations=False)
+    assert list(few.columns) == course.LABEL_EFFICIENCY_COLUMNS and len(few) == 0
+    assert "no label counts besides all" in capsys.readouterr().out
+    curve = pd.concat([few, pd.DataFrame({"labelled reviews": [40], "init": ["random"], "seed": [0],
+                                          "test accuracy": [0.8], "test macro-F1": [0.7]})], ignore_index=True)
+    assert curve["test accuracy"].dtype == float and curve["labelled reviews"].dtype.kind == "i"
