@@ -22,6 +22,12 @@ TruncationStrategy = Literal["head", "tail", "head+tail"]
 HEAD_FRACTION = 128 / 510
 
 
+def characters_in_window(text: str, room: int) -> int:
+    """How many characters of ``text`` a model reads when ``room`` positions of its window are left for
+    text (the others hold special tokens): what the pretraining budget counts for BERT and GPT."""
+    return min(len(text), room)
+
+
 def truncate(
     ids: Sequence[int],
     max_len: int,

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # CheckpointMismatchError and LoadReport are re-exported: lessons catch bert.CheckpointMismatchError
+from nblib.data.text import characters_in_window
 from nblib.models.hf_io import CheckpointMismatchError as CheckpointMismatchError
 from nblib.models.hf_io import (
     KeyMap,
@@ -491,15 +492,11 @@ def _trim_pair(la: int, lb: int, budget: int) -> tuple[int, int]:
     return la - (excess + 1) // 2, lb - excess // 2
 
 
-def _chars_in_window(text: str, room: int) -> int:
-    return min(len(text), room)
-
-
 def characters_read(seq_len: int) -> Callable[[str], int]:
     """How many characters of a text BERT's pretraining reads in a window of ``seq_len`` tokens
     (``[CLS]`` and ``[SEP]`` take two): what the character budget counts
     (``LanguageModelDataModule(chars_read=...)``). ELECTRA reads the same. Introduced in 03_bert."""
-    return functools.partial(_chars_in_window, room=seq_len - 2)
+    return functools.partial(characters_in_window, room=seq_len - 2)
 
 
 def collate_mlm(

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nblib.data.text import characters_in_window
 from nblib.models.hf_io import (
     HF_ACTIVATIONS,
     KeyMap,
@@ -406,15 +407,11 @@ def collate_causal_lm(texts: Sequence[str], tokenizer: Any, max_len: int) -> dic
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def _chars_in_window(text: str, room: int) -> int:
-    return min(len(text), room)
-
-
 def characters_read(seq_len: int) -> Callable[[str], int]:
     """How many characters of a text GPT's pretraining reads in a window of ``seq_len`` tokens (``[CLS]``
     takes one; a cut text loses its ``[SEP]``, see :func:`collate_causal_lm`): what the character
     budget counts (``LanguageModelDataModule(chars_read=...)``). Introduced in 04_gpt."""
-    return functools.partial(_chars_in_window, room=seq_len - 1)
+    return functools.partial(characters_in_window, room=seq_len - 1)
 
 
 # ----------------------------------------------------------------------------------------------

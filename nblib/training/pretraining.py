@@ -151,9 +151,8 @@ def pretrain(
     recipe: lesson 03b passes ELECTRA's published ones (``electra.PUBLISHED_OPTIMISATION``). Returns the record's ``pretraining`` part: characters, tokens, steps,
     estimated FLOPs, seconds, final and held-out loss, history, the plan.
     """
-    name, seed, recipe, max_steps = run.name, run.seed, run.recipe, run.max_steps
-    precision, adamw, lr_decay, clip_grad_norm = run.precision, run.adamw, run.lr_decay, run.clip_grad_norm
-    path = _checkpoint_path(preset.name, name)
+    max_steps = run.max_steps  # set from the character budget below when None
+    path = _checkpoint_path(preset.name, run.name)
     lr = run.lr or preset.pretrain_lr
     minutes = None if max_steps is not None else max_pretrain_minutes(preset)
     # What the checkpoint depends on besides the model's shape (which _load_checked checks): a
@@ -161,17 +160,17 @@ def pretrain(
     settings = {"pretrain_chars": preset.pretrain_chars, "pretrain_seq_len": preset.pretrain_seq_len,
                 "pretrain_batch_size": preset.pretrain_batch_size, "pretrain_lr": lr,
                 "warmup_steps": preset.warmup_steps, "pretrain_dropout": preset.pretrain_dropout,
-                "pretrain_max_minutes": minutes, "max_steps": max_steps, "seed": seed,
-                "data_seed": datamodule.seed, "recipe": recipe}
+                "pretrain_max_minutes": minutes, "max_steps": run.max_steps, "seed": run.seed,
+                "data_seed": datamodule.seed, "recipe": run.recipe}
     # The opt-in speed-ups enter the key only when used, so the default keeps existing checkpoints.
-    if precision is not None:
-        settings["precision"] = precision
-    if adamw != "for-loop":
-        settings["adamw"] = adamw
-    if lr_decay != "cosine":
-        settings["lr_decay"] = lr_decay
-    if clip_grad_norm is not None:
-        settings["clip_grad_norm"] = clip_grad_norm
+    if run.precision is not None:
+        settings["precision"] = run.precision
+    if run.adamw != "for-loop":
+        settings["adamw"] = run.adamw
+    if run.lr_decay != "cosine":
+        settings["lr_decay"] = run.lr_decay
+    if run.clip_grad_norm is not None:
+        settings["clip_grad_norm"] = run.clip_grad_norm
     model_desc, collate_desc, vocabularies = describe_inputs(model, datamodule.collate)
     settings.update(model=model_desc, collate=collate_desc)
     # as the checkpoint will hold them: through JSON (a tuple, as ELMo's filters, comes back a list)
@@ -189,10 +188,10 @@ def pretrain(
         plan = datamodule.plan(preset.pretrain_chars)
         max_steps = plan["steps"]
     cap = TimeCap(minutes * 60, max_steps) if minutes is not None else None
-    module, trainer = pretraining_trainer(model, preset, runs_dir() / preset.name / "pretrain" / name,
-                                          max_steps=max_steps, seed=seed, lr=lr, precision=precision,
-                                          adamw=adamw, lean_logging=run.lean_logging, lr_decay=lr_decay,
-                                          clip_grad_norm=clip_grad_norm, callbacks=[cap] if cap else [])
+    module, trainer = pretraining_trainer(model, preset, runs_dir() / preset.name / "pretrain" / run.name,
+                                          max_steps=max_steps, seed=run.seed, lr=lr, precision=run.precision,
+                                          adamw=run.adamw, lean_logging=run.lean_logging, lr_decay=run.lr_decay,
+                                          clip_grad_norm=run.clip_grad_norm, callbacks=[cap] if cap else [])
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - start
@@ -212,7 +211,7 @@ def pretrain(
         "history": history[:: max(1, len(history) // 400)],  # ≤ ~400 points for the loss curve
         "cached": False,
         "settings": settings,
-        "recipe": recipe,
+        "recipe": run.recipe,
         "model": model_desc,
         "tokenizers": vocabularies,
     }
@@ -220,7 +219,7 @@ def pretrain(
         info["budget"] = plan if cap is None else {**plan, "time_cap": cap.report()}
         if cap is not None and cap.report()["capped"]:
             info["cut_at_minutes"] = minutes
-            print(f"pretraining {name} was cut at {minutes:g} min: {info['characters']:,} of "
+            print(f"pretraining {run.name} was cut at {minutes:g} min: {info['characters']:,} of "
                   f"{plan['budget_chars']:,} characters; the comparison will not compare it")
     if trainer.is_global_zero:
         path.parent.mkdir(parents=True, exist_ok=True)
