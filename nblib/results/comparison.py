@@ -108,6 +108,15 @@ def paired_gap(pretrained: np.ndarray, random: np.ndarray, *, n_boot: int = 2000
     return {"gain": 100 * (pretrained.mean() - random.mean()), "low": 100 * low, "high": 100 * high}
 
 
+def records_gap(first: Sequence[Mapping], second: Sequence[Mapping], labels: pd.Series, part: str = "test", *,
+                n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """:func:`paired_gap` of two groups of records (the seeds of one row each) on the same reviews of
+    ``part``: a pretrained model over its random twin in :func:`gains_table`, or any two rows."""
+    p, ids = correctness(first, labels, part)
+    q, _ = correctness(second, labels, part, ids)
+    return paired_gap(p, q, n_boot=n_boot, seed=seed)
+
+
 def verdict(low: float, high: float) -> str:
     """What an interval lets us say: "pays" (all above 0), "costs" (all below), else "not resolved"."""
     if low > 0:
@@ -160,9 +169,7 @@ def gains_table(records: Sequence[Mapping], labels: Mapping[str, pd.Series], *, 
                     continue
                 if not all(r.get(PARTS[part]) for r in pre + rand):
                     continue
-                p, ids = correctness(pre, part_labels, part)
-                q, _ = correctness(rand, part_labels, part, ids)
-                g = paired_gap(p, q, n_boot=n_boot, seed=seed)
+                g = records_gap(pre, rand, part_labels, part, n_boot=n_boot, seed=seed)
                 row[f"{part} gain"] = f"{g['gain']:+.1f} [{g['low']:+.1f}, {g['high']:+.1f}]"
                 row[f"{part} verdict"] = verdict(g["low"], g["high"])
             rows.append(row)
