@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from nblib.data.text import CharTokenizer
 from nblib.models.static import StaticEmbedding
 from nblib.presets import get_preset
 from nblib.results import records
-from nblib.training import classifier, finetuning, pretraining
+from nblib.training import classifier, finetuning, pretraining, runcache
 
 SMOKE = get_preset("smoke")
 
@@ -191,6 +192,34 @@ def test_pretrain_learns_caches_and_refuses_a_mismatched_checkpoint(runs_tmp):
     # nor another pretraining dropout (same shapes, other weights)
     dropped = pretraining.pretrain(ToyLM(), toy_datamodule(), longer.replace(pretrain_dropout=0.1), pretraining.PretrainingRun("toy"))
     assert not dropped["cached"] and dropped["settings"]["pretrain_dropout"] == 0.1
+
+
+@dataclasses.dataclass
+class ToyConfig:
+    widths: tuple[int, ...] = (1, 2)  # a tuple, as ELMo's filters: JSON gives it back as a list
+
+
+class ToyLMWithConfig(ToyLM):
+    """ToyLM with a config dataclass, which the checkpoint describes (saved_runs.model_spec)."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = ToyConfig()
+
+
+def test_a_fresh_pretraining_and_its_cached_reload_give_runs_the_same_key(runs_tmp):
+    """A run made from a fresh pretraining is found again by a rerun that loads the checkpoint: the info
+    pretrain() returns is the same value either way (ELMo's tuple config once made lesson 02 refit all)."""
+    preset = SMOKE.replace(pretrain_chars=16 * 4 * 20, pretrain_seq_len=4, pretrain_batch_size=16)
+    fresh = pretraining.pretrain(ToyLMWithConfig(), toy_datamodule(), preset, pretraining.PretrainingRun("toy"))
+    cached = pretraining.pretrain(ToyLMWithConfig(), toy_datamodule(), preset, pretraining.PretrainingRun("toy"))
+    assert not fresh["cached"] and cached["cached"]
+    assert fresh["model"]["config"]["widths"] == [1, 2]
+
+    def job(info):
+        return info["steps"]
+
+    assert runcache.job_key(job, {"info": fresh}, threads=1) == runcache.job_key(job, {"info": cached}, threads=1)
 
 
 class SlowToyLM(ToyLM):

@@ -221,12 +221,15 @@ def pretrain(
             info["cut_at_minutes"] = minutes
             print(f"pretraining {run.name} was cut at {minutes:g} min: {info['characters']:,} of "
                   f"{plan['budget_chars']:,} characters; the comparison will not compare it")
+    saved_info = json.dumps(info)
     if trainer.is_global_zero:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save({"state_dict": model.state_dict(), "info": json.dumps(info)}, tmp)
+        torch.save({"state_dict": model.state_dict(), "info": saved_info}, tmp)
         os.replace(tmp, path)  # a crash mid-save never leaves a half checkpoint under the real name
-    return info
+    # The info as the checkpoint holds it (through JSON: ELMo's filter tuples come back lists), so that a
+    # fine-tuning run reading it has the same cache key after this fresh pretraining as after a cached one.
+    return json.loads(saved_info)
 
 
 def pretraining_trainer(model: nn.Module, preset: Preset, run_dir: str | Path, *, max_steps: int,
