@@ -258,6 +258,48 @@ def test_an_interrupted_run_resumes_where_it_stopped_under_its_run_id(runs_tmp, 
         report.run_all("smoke", only=["00"], resume=True)
 
 
+def test_ablations_are_named_after_the_complete_run_they_extend(runs_tmp, tmp_path, monkeypatch):
+    """`make ablations` after a complete `make report` of the same commit runs under that run's id plus
+    "-ablations", and the table keeps the main run's header and lesson minutes, the ablations' added."""
+    import papermill
+
+    lessons = [tmp_path / f"{n}.ipynb" for n in ("00_data", "03_bert", "03b_electra")]
+    monkeypatch.setattr(report, "lesson_notebooks", lambda: lessons)
+    monkeypatch.setattr(comparison, "FIGURES_DIR", tmp_path / "figures")
+    monkeypatch.setattr(report, "lesson_parameters", lambda nb, preset_name, ablations: {"PRESET": preset_name})
+    monkeypatch.setattr(papermill, "inspect_notebook",
+                        lambda path: {"ABLATIONS": {}} if str(path).endswith(("03_bert.ipynb", "03b_electra.ipynb")) else {})
+    executed: list[tuple[str, str]] = []
+    monkeypatch.setattr(report, "execute_notebook", lambda nb, output, parameters, *, timeout_s=None:
+                        executed.append((nb.stem, report.os.environ[report.RUN_ID_ENV])))
+    monkeypatch.setenv(report.RUN_ID_ENV, "unset")  # restored after the test: the report sets it
+    ids = iter(("smoke-first", "smoke-second"))
+    monkeypatch.setattr(report, "run_id", lambda preset_name: next(ids))
+    report.run_all("smoke")
+    main_id = executed[0][1]
+    table_path = tmp_path / "figures" / "comparison.md"
+    for only in (["03_"], ["03b"]):  # two calls add up
+        monkeypatch.delenv(report.RUN_ID_ENV, raising=False)
+        report.run_ablations("smoke", only=only)
+    assert executed[3:] == [("03_bert", f"{main_id}-ablations"), ("03b_electra", f"{main_id}-ablations")]
+    table = table_path.read_text()
+    assert f"run `{main_id}` and its ablations `{main_id}-ablations`" in table
+    assert re.search(r"wall time [\d.]+ min \(the ablations [\d.]+ min more\)", table)
+    assert re.findall(r"\| (0\w+(?: \(ablations\))?) \|", table) == [
+        "00_data", "03_bert", "03b_electra", "03_bert (ablations)", "03b_electra (ablations)"]
+    monkeypatch.delenv(report.RUN_ID_ENV, raising=False)
+    report.write_table("smoke")  # `report table` rewrites it with the same run and minutes
+    assert f"run `{main_id}` and its ablations" in table_path.read_text()
+    # the main run is of another commit: the ablations are a run of their own, the table names only them
+    state_path = runs_tmp / "smoke" / report.RUN_STATE
+    state_path.write_text(json.dumps(dict(json.loads(state_path.read_text()), commit="0000000")))
+    monkeypatch.delenv(report.RUN_ID_ENV, raising=False)
+    report.run_ablations("smoke", only=["03_"])
+    assert (main_id, executed[-1][1]) == ("smoke-first", "smoke-second-ablations")
+    assert "run `smoke-second-ablations`" in table_path.read_text()
+    assert "03_bert (ablations)" not in table_path.read_text()
+
+
 def test_the_report_runs_every_lesson_with_its_whole_grid_and_a_learner_gets_a_sitting():
     """`make report` passes FULL = True (the whole grid) to the lessons that declare it, and ABLATIONS as
     asked; the notebooks' own defaults are a learner's sitting without ablations."""

@@ -322,8 +322,10 @@ def _label_count_line(preset: Preset) -> str:
 
 
 def write_comparison(preset_name: str, wall_seconds: float | None = None,
-                     out: Path | None = None, lesson_seconds: dict[str, float] | None = None) -> Path:
-    """Write ``figures/comparison.md``: the table, the gains with their intervals, the protocol, the run."""
+                     out: Path | None = None, lesson_seconds: dict[str, float] | None = None,
+                     run_label: str | None = None, ablations_seconds: float | None = None) -> Path:
+    """Write ``figures/comparison.md``: the table, the gains with their intervals, the protocol, the run
+    (``run_label``, default ``NBLIB_RUN_ID``; ``ablations_seconds``: what ``make ablations`` added to it)."""
     records = [r for r in load_records(runs_dir() / preset_name) if r.get("task", "sentiment") == "sentiment"]
     table, clock = split_results_and_clock(comparison_table(records))
     ablations = pd.DataFrame()
@@ -334,6 +336,9 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
     out.parent.mkdir(parents=True, exist_ok=True)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     wall = f", wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else ""
+    if wall and ablations_seconds is not None:
+        wall += f" (the ablations {ablations_seconds / 60:.1f} min more)"
+    run_label = run_label or os.environ.get(RUN_ID_ENV, "table only")
     versions = records[0]["versions"] if records else {}
     preset = get_preset(preset_name)  # its label counts (the budget is read from the records)
     ood_size = max((len(r["ood_predictions"]["ids"]) for r in records if r.get("ood_predictions")), default=0)
@@ -341,7 +346,7 @@ def write_comparison(preset_name: str, wall_seconds: float | None = None,
         f"# Comparison — preset `{preset_name}`",
         "",
         f"Written from the `{preset_name}` results records by `nblib.results.report` (what `make report` runs) "
-        f"on {when}, commit {git_revision()}{wall}; run `{os.environ.get(RUN_ID_ENV, 'table only')}`; "
+        f"on {when}, commit {git_revision()}{wall}; run `{run_label}`; "
         f"torch {versions.get('torch', '?')}, {versions.get('threads', '?')} torch thread(s) per fine-tuning run, "
         f"device {versions.get('device', '?')}.",
         "",

@@ -161,21 +161,67 @@ def lesson_parameters(notebook: Path, preset_name: str, ablations: bool) -> dict
 def run_ablations(preset_name: str, only: Sequence[str] = ()) -> Path:
     """``make ablations``: the lessons that have ablations, with them on (executed copies under
     ``runs/<preset>/ablations/``), then the table again: the ablation rows join it from their records.
-    Until runs are cached this refits each lesson's main runs too (same seeds, same records)."""
+    The lessons' main runs come from the run cache when ``make report`` made them (same inputs, same key).
+    After a complete ``make report`` of this commit the ablations are named after it (``<its run
+    id>-ablations``) and the table keeps its header and minutes, the ablations' minutes added; each call
+    (``--only 03``, then ``--only 03b``) adds its lessons to ``runs/<preset>/ablations/run_state.json``."""
     import papermill
 
     preset = get_preset(preset_name)
     out_dir = runs_dir() / preset.name / "ablations"
     notebooks = [nb for nb in lesson_notebooks() if ABLATIONS_PARAMETER in papermill.inspect_notebook(str(nb))
                  and (not only or nb.name.startswith(tuple(only)))]
-    os.environ.setdefault(RUN_ID_ENV, run_id(preset.name) + "-ablations")
+    main_run = complete_main_run(preset.name)
+    this_id = f"{main_run['run_id'] if main_run else run_id(preset.name)}-ablations"
+    state_path = out_dir / RUN_STATE
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else None
+    if not state or state.get("run_id") != this_id:  # another main run's ablations: start a new list
+        state = {"run_id": this_id, "commit": git_revision(), "lessons": [], "lesson_seconds": {},
+                 "wall_seconds": 0.0}
+    os.environ.setdefault(RUN_ID_ENV, this_id)
     for nb in notebooks:
         t0 = time.perf_counter()
         print(f"[{preset.name}] {nb.name} with its ablations ...", flush=True)
         execute_notebook(nb, out_dir / nb.name, lesson_parameters(nb, preset.name, ablations=True),
                          timeout_s=preset.notebook_timeout_s)
-        print(f"[{preset.name}] {nb.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
-    return write_comparison(preset.name)
+        seconds = time.perf_counter() - t0
+        state["lesson_seconds"][nb.stem] = seconds
+        state["lessons"] = sorted(state["lesson_seconds"])
+        state["wall_seconds"] += seconds
+        write_run_state(state_path, state, 0.0)
+        print(f"[{preset.name}] {nb.name} done in {seconds:.0f} s", flush=True)
+    return write_table(preset.name)
+
+
+def complete_main_run(preset_name: str) -> dict | None:
+    """The state of the last ``make report`` in ``runs/<preset>/`` when it ran every lesson it named and
+    is of this checkout's commit (its records are then the table's main rows), else None."""
+    path = runs_dir() / preset_name / RUN_STATE
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text(encoding="utf-8"))
+    done = state.get("commit") == git_revision() and set(state.get("lessons", [])) <= set(state.get("lesson_seconds", {}))
+    return state if done else None
+
+
+def write_table(preset_name: str) -> Path:
+    """``figures/comparison.md`` from the records, with the run that made them: the complete ``make report``
+    of this commit (its id, wall time and lesson minutes) and its ablations when they ran; else the
+    table alone, named by ``NBLIB_RUN_ID`` when set (``report table``, ``make ablations`` alone)."""
+    main_run = complete_main_run(preset_name)
+    if main_run is None:
+        return write_comparison(preset_name)
+    label = main_run["run_id"]
+    lesson_seconds = dict(main_run["lesson_seconds"])
+    ablations_path = runs_dir() / preset_name / "ablations" / RUN_STATE
+    ablations = json.loads(ablations_path.read_text(encoding="utf-8")) if ablations_path.exists() else None
+    extra = None
+    if ablations and ablations.get("run_id") == f"{label}-ablations" and ablations["lesson_seconds"]:
+        label += f"` and its ablations `{ablations['run_id']}"
+        lesson_seconds.update({f"{name} (ablations)": s for name, s in ablations["lesson_seconds"].items()})
+        extra = ablations["wall_seconds"]
+    return write_comparison(preset_name, wall_seconds=main_run["wall_seconds"], lesson_seconds=lesson_seconds,
+                            run_label=label, ablations_seconds=extra)
 
 
 def clear_figures() -> None:
@@ -258,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                               encoding="utf-8")
             print(f"wrote the results block of {README}")
         else:
-            print(write_comparison(args.preset))
+            print(write_table(args.preset))
     except (RuntimeError, RecordError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
