@@ -13,6 +13,7 @@ checkpoint the same way, side by side.
 
 Run: NBLIB_RUNS_DIR=<scratch> NBLIB_DATA_MIRROR=<mirror> .venv/bin/python experiments/electra_recipe_probe.py \
      --baseline <clone>/runs/small/pretrain/electra.pt --counts 100 1000 all --seeds 0
+``--pretrain-chars N`` pretrains on another budget (three times `small`'s: is the replaced-token AUC budget-bound?).
 """
 
 from __future__ import annotations
@@ -72,8 +73,12 @@ def main() -> None:
     parser.add_argument("--counts", nargs="+", default=["100", "1000", "all"], help="label counts; 'all'")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--preset", default="small", help="smoke: a quick check that the probe runs")
+    parser.add_argument("--pretrain-chars", type=int, default=None,
+                        help="another pretraining budget than the preset's (the fine-tunings are the lesson's)")
     args = parser.parse_args()
     preset = get_preset(args.preset)
+    if args.pretrain_chars is not None:
+        preset = preset.replace(pretrain_chars=args.pretrain_chars)
     preset.configure_torch()
     _, lm_data, config = pretraining_parts(preset, seed=SEED, generator_size=GENERATOR_SIZE)
     torch.manual_seed(SEED)
