@@ -8,6 +8,10 @@ A probe imports it as a sibling module (``python experiments/<probe>.py`` puts t
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
+
 from nblib import data
 from nblib.data import datamodules, text
 from nblib.models import bert, electra
@@ -28,3 +32,21 @@ def pretraining_parts(preset: Preset, *, seed: int = 0, generator_size: float = 
     config = electra.ElectraConfig.from_preset(preset, tokenizer.vocab_size, pretraining=True,
                                                generator_size=generator_size, rtd_weight=RTD_WEIGHT, pre_ln=PRE_LN)
     return tokenizer, lm_data, config
+
+
+def fine_tuning_discriminator(preset: Preset, checkpoint: str | Path | None, seed: int, *,
+                              generator_size: float = 0.5) -> tuple[text.CharTokenizer, electra.ElectraDiscriminator]:
+    """(tokenizer, the discriminator lesson 03b fine-tunes): fine-tuning dropout, seeded with ``seed``, with the
+    discriminator weights of ELECTRA's pretraining ``checkpoint`` (None: random init). The pretraining model is
+    built before seeding, so the global stream after the seed (the classifier head's init, dropout) is the lesson's."""
+    tokenizer, _, pretrain_config = pretraining_parts(preset, seed=0, generator_size=generator_size)
+    state = None
+    if checkpoint is not None:
+        pretrained = electra.ElectraForPreTraining(pretrain_config)
+        pretrained.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
+        state = pretrained.discriminator.state_dict()
+    torch.manual_seed(seed)
+    encoder = electra.ElectraDiscriminator(bert.BertConfig.from_preset(preset, tokenizer.vocab_size, pre_ln=PRE_LN))
+    if state is not None:
+        encoder.load_state_dict(state)
+    return tokenizer, encoder

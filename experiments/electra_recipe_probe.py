@@ -24,7 +24,7 @@ import tempfile
 import time
 
 import torch
-from electra_lesson import PRE_LN, RTD_WEIGHT, pretraining_parts
+from electra_lesson import PRE_LN, RTD_WEIGHT, fine_tuning_discriminator, pretraining_parts
 
 from nblib import course, data
 from nblib.data import datamodules
@@ -48,13 +48,7 @@ def finetune_run(*, checkpoint: str, name: str, n: int | None, seed: int, scratc
     """One fine-tuning of the discriminator in ``checkpoint`` as lesson 03b's; validation scores only."""
     preset = get_preset(preset_name)
     split = data.split().limit(preset.max_train_reviews, preset.max_eval_reviews)
-    tokenizer, _, pretrain_config = pretraining_parts(preset, seed=SEED, generator_size=GENERATOR_SIZE)
-    model = electra.ElectraForPreTraining(pretrain_config)
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
-    config = bert.BertConfig.from_preset(preset, tokenizer.vocab_size, pre_ln=PRE_LN)
-    torch.manual_seed(seed)
-    encoder = electra.ElectraDiscriminator(config)
-    encoder.load_state_dict(model.discriminator.state_dict())
+    tokenizer, encoder = fine_tuning_discriminator(preset, checkpoint, seed, generator_size=GENERATOR_SIZE)
     frame = split.train if n is None else datamodules.subsample(split.train, n, seed=SEED)
     started = time.time()
     _, _, results = course.fit_variant(

@@ -29,12 +29,12 @@ import tempfile
 import time
 
 import torch
-from electra_lesson import pretraining_parts
+from electra_lesson import fine_tuning_discriminator
 from torch import nn
 
 from nblib import course, data, tasks
 from nblib.data import datamodules
-from nblib.models import bert, electra
+from nblib.models import bert
 from nblib.presets import get_preset
 from nblib.results.records import runs_dir
 from nblib.training import pool, saved_runs
@@ -69,18 +69,8 @@ def build(model: str, init: str, seed: int) -> tuple[nn.Module, bert.BertModel, 
         course_encoder = tasks.course_encoder(preset, seed=0)
         encoder = course_encoder.build(init, seed=seed)
         return encoder, encoder.bert, course_encoder.tokenizer
-    tokenizer, _, pretrain_config = pretraining_parts(preset, seed=0, generator_size=0.5)
-    config = bert.BertConfig.from_preset(preset, tokenizer.vocab_size, pre_ln=True)
-    state = None
-    if init == "pretrained":  # built before seeding: the global stream after the seed is then the lesson's
-        pretrained = electra.ElectraForPreTraining(pretrain_config)
-        path = runs_dir() / preset.name / "pretrain" / "electra.pt"
-        pretrained.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
-        state = pretrained.discriminator.state_dict()
-    torch.manual_seed(seed)
-    encoder = electra.ElectraDiscriminator(config)
-    if state is not None:
-        encoder.load_state_dict(state)
+    checkpoint = runs_dir() / preset.name / "pretrain" / "electra.pt" if init == "pretrained" else None
+    tokenizer, encoder = fine_tuning_discriminator(preset, checkpoint, seed)
     return encoder, encoder.bert, tokenizer
 
 
