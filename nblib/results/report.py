@@ -174,32 +174,33 @@ def run_ablations(preset_name: str, only: Sequence[str] = ()) -> Path:
     main_run = complete_main_run(preset.name)
     this_id = f"{main_run['run_id'] if main_run else run_id(preset.name)}-ablations"
     state_path = out_dir / RUN_STATE
-    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else None
+    state = load_run_state(state_path)
     if not state or state.get("run_id") != this_id:  # another main run's ablations: start a new list
-        state = {"run_id": this_id, "commit": git_revision(), "lessons": [], "lesson_seconds": {},
-                 "wall_seconds": 0.0}
+        state = {"run_id": this_id, "commit": git_revision(), "lesson_seconds": {}, "wall_seconds": 0.0}
     os.environ.setdefault(RUN_ID_ENV, this_id)
+    start = time.perf_counter()
     for nb in notebooks:
         t0 = time.perf_counter()
         print(f"[{preset.name}] {nb.name} with its ablations ...", flush=True)
         execute_notebook(nb, out_dir / nb.name, lesson_parameters(nb, preset.name, ablations=True),
                          timeout_s=preset.notebook_timeout_s)
-        seconds = time.perf_counter() - t0
-        state["lesson_seconds"][nb.stem] = seconds
-        state["lessons"] = sorted(state["lesson_seconds"])
-        state["wall_seconds"] += seconds
-        write_run_state(state_path, state, 0.0)
-        print(f"[{preset.name}] {nb.name} done in {seconds:.0f} s", flush=True)
+        state["lesson_seconds"][nb.stem] = time.perf_counter() - t0
+        write_run_state(state_path, state, time.perf_counter() - start)
+        print(f"[{preset.name}] {nb.name} done in {state['lesson_seconds'][nb.stem]:.0f} s", flush=True)
     return write_table(preset.name)
+
+
+def load_run_state(path: Path) -> dict | None:
+    """A run's state file (:func:`write_run_state`), or None when there is none."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def complete_main_run(preset_name: str) -> dict | None:
     """The state of the last ``make report`` in ``runs/<preset>/`` when it ran every lesson it named and
     is of this checkout's commit (its records are then the table's main rows), else None."""
-    path = runs_dir() / preset_name / RUN_STATE
-    if not path.exists():
+    state = load_run_state(runs_dir() / preset_name / RUN_STATE)
+    if state is None:
         return None
-    state = json.loads(path.read_text(encoding="utf-8"))
     done = state.get("commit") == git_revision() and set(state.get("lessons", [])) <= set(state.get("lesson_seconds", {}))
     return state if done else None
 
@@ -213,8 +214,7 @@ def write_table(preset_name: str) -> Path:
         return write_comparison(preset_name)
     label = main_run["run_id"]
     lesson_seconds = dict(main_run["lesson_seconds"])
-    ablations_path = runs_dir() / preset_name / "ablations" / RUN_STATE
-    ablations = json.loads(ablations_path.read_text(encoding="utf-8")) if ablations_path.exists() else None
+    ablations = load_run_state(runs_dir() / preset_name / "ablations" / RUN_STATE)
     extra = None
     if ablations and ablations.get("run_id") == f"{label}-ablations" and ablations["lesson_seconds"]:
         label += f"` and its ablations `{ablations['run_id']}"
@@ -249,10 +249,10 @@ def write_run_state(path: Path, state: dict, seconds_this_time: float) -> None:
 def read_run_state(path: Path, lessons: list[str]) -> dict | None:
     """The interrupted run to continue, or None when there is none; refuse one that another commit
     or another choice of lessons started (its figures would then mix two codes under one id)."""
-    if not path.exists():
+    state = load_run_state(path)
+    if state is None:
         print(f"no interrupted run in {path.parent}: starting a new one", flush=True)
         return None
-    state = json.loads(path.read_text(encoding="utf-8"))
     if state["commit"] != git_revision():
         raise RuntimeError(f"{path} is a run of commit {state['commit']}, this checkout is {git_revision()}: "
                            "run without --resume (RESUME=1) to start afresh")
